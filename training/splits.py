@@ -1,0 +1,155 @@
+"""Group-disjoint train/val/test splits, stratified by class as far as the groups allow.
+
+Images of one patient or specimen look alike, so they must all fall on one side of a split;
+otherwise test accuracy measures memorised patients. StratifiedGroupKFold (scikit-learn) picks
+whole groups while keeping class proportions close: one fold of 1/test_frac becomes the test
+set, then one fold of the rest the validation set. Classes with fewer than three groups cannot
+appear on all three sides; the split says so in `class_report` and as a warning, and leaves the
+classes as they are (never merged).
+
+The split file holds the seed and every file's relative path, class and group, so loading it
+reproduces the exact split without the scan or the random generator.
+"""
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from sklearn.model_selection import StratifiedGroupKFold
+
+from training.data import ImageFolder, Sample
+
+PARTS = ("train", "val", "test")
+SPLIT_FORMAT_VERSION = 1
+
+
+@dataclass
+class Split:
+    root: Path
+    classes: list[str]
+    seed: int
+    train: list[Sample]
+    val: list[Sample]
+    test: list[Sample]
+    group_pattern: str | None = None
+    mask_root: Path | None = None
+    description: str = ""
+    class_report: dict = field(default_factory=dict)
+
+    def part(self, name: str) -> list[Sample]:
+        return {"train": self.train, "val": self.val, "test": self.test}[name]
+
+
+def _fold(labels: np.ndarray, groups: np.ndarray, frac: float, seed: int, what: str) -> np.ndarray:
+    """Boolean mask of one StratifiedGroupKFold fold holding about `frac` of the groups."""
+    n_splits = max(2, int(round(1.0 / frac)))
+    n_groups = len(set(groups.tolist()))
+    if n_groups < n_splits:
+        raise ValueError(
+            f"{n_groups} groups cannot make a {what} fraction of {frac:.2f} ({n_splits} folds need at least "
+            f"{n_splits} groups); use more data or a larger fraction"
+        )
+    sgkf = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    _, idx = next(sgkf.split(np.zeros(len(labels)), labels, groups))
+    chosen = np.zeros(len(labels), bool)
+    chosen[idx] = True
+    return chosen
+
+
+def _class_report(classes, parts: dict[str, list[Sample]]) -> dict:
+    report = {}
+    for label, cls in enumerate(classes):
+        entry = {}
+        for name, samples in parts.items():
+            mine = [s for s in samples if s.label == label]
+            entry[name] = {"images": len(mine), "groups": len({s.group for s in mine})}
+        entry["groups"] = len({s.group for ss in parts.values() for s in ss if s.label == label})
+        entry["missing_from"] = [n for n in parts if entry[n]["images"] == 0]
+        report[cls] = entry
+    return report
+
+
+def make_split(folder: ImageFolder, val_frac: float = 0.15, test_frac: float = 0.15, seed: int = 0) -> Split:
+    if not (0 < val_frac < 1 and 0 < test_frac < 1 and val_frac + test_frac < 1):
+        raise ValueError(f"val_frac={val_frac} and test_frac={test_frac} must be in (0, 1) and sum below 1")
+    samples = folder.samples
+    labels = np.array([s.label for s in samples])
+    groups = np.array([s.group for s in samples])
+    with warnings.catch_warnings():
+        # sklearn warns when a class has fewer groups than folds; our class_report says it better
+        warnings.filterwarnings("ignore", message=".*least populated class.*")
+        is_test = _fold(labels, groups, test_frac, seed, "test")
+        rest = np.flatnonzero(~is_test)
+        is_val_rest = _fold(labels[rest], groups[rest], val_frac / (1 - test_frac), seed + 1, "val")
+    is_val = np.zeros(len(samples), bool)
+    is_val[rest[is_val_rest]] = True
+    parts = {
+        "train": [s for s, t, v in zip(samples, is_test, is_val, strict=True) if not t and not v],
+        "val": [s for s, v in zip(samples, is_val, strict=True) if v],
+        "test": [s for s, t in zip(samples, is_test, strict=True) if t],
+    }
+    report = _class_report(folder.classes, parts)
+    for cls, entry in report.items():
+        if entry["missing_from"]:
+            warnings.warn(
+                f"class {cls!r} has {entry['groups']} group(s): it is absent from {entry['missing_from']} "
+                "(groups are never shared between splits, and classes are not merged)",
+                stacklevel=2,
+            )
+    grouping = folder.group_pattern or "one group per image"
+    desc = (f"group-disjoint split of {folder.root.name} by groups from file names ({grouping}), "
+            f"stratified by class, val {val_frac:.2f} / test {test_frac:.2f}, seed {seed}")
+    return Split(root=folder.root, classes=list(folder.classes), seed=seed, group_pattern=folder.group_pattern,
+                 mask_root=folder.mask_root, description=desc, class_report=report, **parts)
+
+
+def save_split(split: Split, path) -> None:
+    files = []
+    for name in PARTS:
+        for s in split.part(name):
+            rel = s.path.relative_to(split.root).as_posix()
+            entry = {"path": rel, "class": split.classes[s.label], "group": s.group, "split": name}
+            if s.mask_path is not None:
+                entry["mask"] = s.mask_path.relative_to(split.mask_root).as_posix()
+            files.append(entry)
+    doc = {
+        "format_version": SPLIT_FORMAT_VERSION,
+        "description": split.description,
+        "seed": split.seed,
+        "root": str(split.root),
+        "mask_root": str(split.mask_root) if split.mask_root else None,
+        "group_pattern": split.group_pattern,
+        "classes": split.classes,
+        "counts": {name: len(split.part(name)) for name in PARTS},
+        "class_report": split.class_report,
+        "files": files,
+    }
+    Path(path).write_text(json.dumps(doc, indent=1))
+
+
+def load_split(path, root=None, mask_root=None) -> Split:
+    """Rebuild a split from its file; `root`/`mask_root` override the stored folders (another machine)."""
+    doc = json.loads(Path(path).read_text())
+    if doc.get("format_version") != SPLIT_FORMAT_VERSION:
+        raise ValueError(f"{path}: unknown split format_version {doc.get('format_version')!r}")
+    root = Path(root) if root is not None else Path(doc["root"])
+    mroot = mask_root if mask_root is not None else doc.get("mask_root")
+    mroot = Path(mroot) if mroot else None
+    classes = doc["classes"]
+    index = {c: i for i, c in enumerate(classes)}
+    parts: dict[str, list[Sample]] = {name: [] for name in PARTS}
+    missing = []
+    for f in doc["files"]:
+        p = root / f["path"]
+        if not p.is_file():
+            missing.append(f["path"])
+        mask = mroot / f["mask"] if (mroot is not None and f.get("mask")) else None
+        parts[f["split"]].append(Sample(path=p, label=index[f["class"]], group=f["group"], mask_path=mask))
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} file(s) of split {path} are not under {root} (e.g. {missing[:3]})")
+    return Split(root=root, classes=classes, seed=doc["seed"], group_pattern=doc.get("group_pattern"),
+                 mask_root=mroot, description=doc.get("description", ""),
+                 class_report=doc.get("class_report", {}), **parts)
