@@ -1,0 +1,101 @@
+"""The few-shot run configuration: plain values, loaded from a JSON file and overridable from the CLI.
+
+Class splits live here as data (which classes to meta-train on, which unseen classes to test on), never in
+code. The resolved config is saved in every checkpoint beside the backbone's arguments, so a checkpoint
+alone rebuilds its method.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class DataSplit:
+    name: str                      # how results name it, e.g. "breakhis_unseen"
+    dataset: str                   # folder under the data dir, e.g. "breakhis_200x"
+    classes: list[str]             # the classes episodes are drawn from
+    q_query: int = 15              # queries per class (BreakHis phyllodes has 14 images: 5 + 9)
+
+
+@dataclass
+class FewShotConfig:
+    name: str = "fewshot"                   # run label in the results table
+    method: str = "protonet"                # protonet | maml | relation | dual_attention
+    method_args: dict = field(default_factory=dict)   # e.g. inner_lr, inner_steps, first_order
+    backbone: str = "cbam_resnet18"         # a models registry name with features(x) and embed(x)
+    backbone_args: dict = field(default_factory=dict)  # e.g. widths, channel_attention, spatial_attention
+    image_size: int = 84                    # images are decoded once at this size and kept as uint8
+    train: DataSplit | None = None          # meta-training classes
+    tests: list[DataSplit] = field(default_factory=list)  # unseen-class test sets (and cross-dataset)
+    n_way: int = 3                          # train and test way (a MAML head has a fixed width)
+    k_shot: int = 5                         # shots while meta-training
+    q_query: int = 10                       # queries per class while meta-training
+    episodes: int = 2000                    # meta-training episodes
+    meta_batch: int = 1                     # episodes per optimiser step
+    lr: float = 1e-3                        # Adam, outer loop
+    weight_decay: float = 0.0
+    lr_decay_every: int = 0                 # halve the lr every this many episodes (0: never)
+    augment: bool = True                    # flips and 90-degree rotations of training images
+    eval_shots: list[int] = field(default_factory=lambda: [1, 5])
+    eval_episodes: int = 600                # test episodes per (test set, shot); the 95% CI needs many
+    seed: int = 0
+    threads: int = 0                        # torch threads (0: torch's default)
+    log_every: int = 50
+    device: str = "cpu"                     # "cuda" on a GPU machine
+
+    @classmethod
+    def from_dict(cls, d: dict) -> FewShotConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown few-shot config keys {unknown}; known: {sorted(known)}")
+        d = dict(d)
+        if d.get("train") is not None:
+            d["train"] = DataSplit(**d["train"])
+        d["tests"] = [DataSplit(**t) for t in d.get("tests", [])]
+        cfg = cls(**d)
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        if self.train is None:
+            raise ValueError("the config needs a 'train' split (dataset and meta-training classes)")
+        for t in self.tests:
+            if t.dataset == self.train.dataset and set(t.classes) & set(self.train.classes):
+                raise ValueError(f"test set {t.name!r} shares classes {sorted(set(t.classes) & set(self.train.classes))} "
+                                 "with meta-training: the test would not be on unseen classes")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def load_config(path, overrides: list[str] | None = None) -> FewShotConfig:
+    """A JSON config with `key=value` overrides (value parsed as JSON when it parses, dotted keys nest)."""
+    path = Path(path)
+    if not path.is_file() and (REPO_ROOT / "training" / "configs" / path.name).is_file():
+        path = REPO_ROOT / "training" / "configs" / path.name
+    d = json.loads(path.read_text())
+    for item in overrides or []:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ValueError(f"override {item!r} is not key=value")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        *parents, leaf = key.split(".")
+        node = d
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return FewShotConfig.from_dict(d)
+
+
+def data_dir() -> Path:
+    """Where the datasets live: $HISTOSERVE_DATA_DIR, or ../shared/data beside the repository."""
+    return Path(os.environ.get("HISTOSERVE_DATA_DIR", REPO_ROOT.parent / "shared" / "data"))

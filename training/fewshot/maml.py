@@ -1,0 +1,99 @@
+"""MAML: learn an initialisation from which a few gradient steps on the support set fit the task.
+
+Paper: Finn, Abbeel, Levine, `Model-Agnostic Meta-Learning for Fast Adaptation of Deep Networks`, ICML 2017.
+Written with `torch.func.functional_call` (learn2learn does not build here): the adapted weights are plain
+tensors computed from the module's parameters, so the outer loss differentiates through the inner steps
+(second order) or, with `first_order=True`, treats the inner gradients as constants (FOMAML).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from .methods import FewShotMethod, register_method
+
+Params = dict[str, torch.Tensor]
+
+
+def inner_step(params: Params, loss: torch.Tensor, lr: float, first_order: bool) -> Params:
+    """One SGD step on `loss`, returning new tensors. Second order keeps the graph of the gradient, so the
+    outer gradient includes the Hessian term; first order detaches it (and skips building that graph)."""
+    names = [k for k, p in params.items() if p.requires_grad]
+    grads = torch.autograd.grad(loss, [params[k] for k in names], create_graph=not first_order,
+                                allow_unused=True)
+    new = dict(params)
+    for k, g in zip(names, grads, strict=True):
+        if g is not None:
+            new[k] = params[k] - lr * (g.detach() if first_order else g)
+    return new
+
+
+def adapt(params: Params, support_loss: Callable[[Params], torch.Tensor], steps: int, lr: float,
+          first_order: bool) -> Params:
+    """`steps` inner SGD steps from `params` on `support_loss(params)`."""
+    for _ in range(steps):
+        params = inner_step(params, support_loss(params), lr, first_order)
+    return params
+
+
+def adaptable_params(module: nn.Module, prefixes: list[str] | None = None) -> Params:
+    """The module's parameters (all, or those whose name starts with one of `prefixes`) as a dict that
+    `functional_call` takes; the others stay the module's own."""
+    params = dict(module.named_parameters())
+    if prefixes:
+        params = {k: p for k, p in params.items() if any(k.startswith(pre) for pre in prefixes)}
+        if not params:
+            raise ValueError(f"no parameter name starts with any of {prefixes}")
+    return params
+
+
+class _Classifier(nn.Module):
+    """Backbone embedding + linear N-way head: the network MAML adapts."""
+
+    def __init__(self, backbone: nn.Module, dim: int, n_way: int) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.fc = nn.Linear(dim, n_way)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.backbone.embed(x))
+
+
+@register_method("maml")
+class MAML(FewShotMethod):
+    """Inner loop: cross-entropy of the N-way classifier on the support set; outer loop: on the query set.
+
+    `adapt_prefixes` limits the inner loop to some parameters (e.g. ["fc", "backbone.layer4"]) to save
+    time on a CPU; None adapts everything, as in the paper.
+    """
+
+    def __init__(self, backbone, n_way: int, dim: int, inner_lr: float = 0.01, inner_steps: int = 5,
+                 inner_steps_test: int | None = None, first_order: bool = False,
+                 adapt_prefixes: list[str] | None = None) -> None:
+        super().__init__(backbone, n_way)
+        self.net = _Classifier(backbone, dim, n_way)
+        self.inner_lr, self.inner_steps, self.first_order = inner_lr, inner_steps, first_order
+        self.inner_steps_test = inner_steps_test if inner_steps_test is not None else inner_steps
+        self.adapt_prefixes = adapt_prefixes
+
+    def _adapted(self, sx, sy, n_way: int) -> Params:
+        if n_way != self.n_way:
+            raise ValueError(f"this MAML head was built for {self.n_way}-way tasks, not {n_way}-way")
+        steps = self.inner_steps if self.training else self.inner_steps_test
+        # At evaluation the outer graph is not needed: first order there is the same update, cheaper.
+        first_order = self.first_order or not torch.is_grad_enabled() or not self.training
+
+        def support_loss(p: Params) -> torch.Tensor:
+            return nn.functional.cross_entropy(functional_call(self.net, p, (sx,)), sy)
+
+        with torch.enable_grad():
+            return adapt(adaptable_params(self.net, self.adapt_prefixes), support_loss, steps, self.inner_lr,
+                         first_order)
+
+    def predict(self, sx, sy, qx, n_way: int) -> torch.Tensor:
+        params = self._adapted(sx, sy, n_way)
+        logits = functional_call(self.net, params, (qx,))
+        return logits if self.training else logits.detach()
