@@ -1,0 +1,76 @@
+"""Dependencies the routers declare, as `Annotated` aliases: settings, models, adapters, API key."""
+from __future__ import annotations
+
+import secrets
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+
+from .adapters import Adapter, AdapterStore
+from .errors import ServiceError
+from .metrics import Metrics
+from .registry import ModelRegistry
+from .settings import Settings
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_metrics(request: Request) -> Metrics:
+    return request.app.state.metrics
+
+
+def get_registry(request: Request) -> ModelRegistry:
+    registry = getattr(request.app.state, "registry", None)
+    if registry is None:
+        raise ServiceError(503, "not_ready", "the models are still loading", headers={"Retry-After": "5"})
+    return registry
+
+
+def get_adapters(request: Request) -> AdapterStore:
+    adapters = getattr(request.app.state, "adapters", None)
+    if adapters is None:
+        raise ServiceError(503, "not_ready", "the adapters are still loading", headers={"Retry-After": "5"})
+    return adapters
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
+AdaptersDep = Annotated[AdapterStore, Depends(get_adapters)]
+
+
+def require_api_key(settings: SettingsDep,
+                    x_api_key: Annotated[str | None, Header(include_in_schema=False)] = None) -> None:
+    """When an API key is configured, the request must carry it in X-API-Key."""
+    if settings.api_key is None:
+        return
+    expected = settings.api_key.get_secret_value().encode()
+    if x_api_key is None or not secrets.compare_digest(x_api_key.encode(), expected):
+        raise ServiceError(401, "unauthorized", "a valid X-API-Key header is required for this request",
+                           headers={"WWW-Authenticate": "ApiKey"})
+
+
+def require_multipart(request: Request) -> None:
+    """Uploads come as multipart/form-data; say so plainly instead of 'field required'."""
+    content_type = request.headers.get("content-type", "")
+    if not content_type.lower().startswith("multipart/form-data"):
+        raise ServiceError(415, "unsupported_media_type",
+                           f"expected a multipart/form-data body, got {content_type or 'no content type'!r}")
+
+
+ApiKey = Depends(require_api_key)
+Multipart = Depends(require_multipart)
+
+
+def check_file_count(count: int, limit: int) -> None:
+    if count > limit:
+        raise ServiceError(413, "too_many_files", f"{count} files in one request; the limit is {limit}")
+
+
+def adapter_or_404(adapters: AdapterStore, adapter_id: str) -> Adapter:
+    adapter = adapters.get(adapter_id)
+    if adapter is None:
+        raise ServiceError(404, "adapter_not_found", f"no adapter with id {adapter_id!r}")
+    return adapter

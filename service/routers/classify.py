@@ -1,0 +1,48 @@
+"""POST /classify: images -> labels, with a bundle's classifier or a few-shot adapter's prototypes."""
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, UploadFile
+
+from .. import inference
+from ..deps import (
+    AdaptersDep,
+    MetricsDep,
+    Multipart,
+    RegistryDep,
+    SettingsDep,
+    adapter_or_404,
+    check_file_count,
+)
+from ..errors import ServiceError
+
+router = APIRouter(tags=["classify"])
+
+
+@router.post("/classify", dependencies=[Multipart])
+async def classify(
+    registry: RegistryDep, adapters: AdaptersDep, settings: SettingsDep, metrics: MetricsDep,
+    files: Annotated[list[UploadFile], File(description="one or more images")],
+    model: Annotated[str | None, Form(description="name or name/version; the default model otherwise")] = None,
+    top_k: Annotated[int, Form(ge=1, le=1000, description="classes listed per image")] = 5,
+    adapter: Annotated[str | None, Form(description="adapter id from POST /adapt")] = None,
+) -> dict:
+    """Classify one or more images."""
+    check_file_count(len(files), settings.max_files)
+    if adapter is not None:
+        chosen = adapter_or_404(adapters, adapter)
+        loaded = registry.resolve(f"{chosen.model}/{chosen.version}")
+        if model is not None and model not in (chosen.model, loaded.bundle.ref):
+            raise ServiceError(422, "model_mismatch", f"adapter {adapter} was built on {loaded.bundle.ref}, not {model}")
+    else:
+        chosen, loaded = None, registry.classifier(model)
+    images = await inference.read_images(files, settings.max_image_pixels)
+    if chosen is None:
+        results = await inference.classify(loaded, images, top_k)
+    else:
+        results = await inference.classify_with_adapter(loaded, chosen, images, top_k)
+    metrics.images_classified.labels(model=loaded.bundle.name, version=str(loaded.bundle.version)).inc(len(images))
+    return {"model": loaded.bundle.name, "version": loaded.bundle.version,
+            "adapter": {"id": chosen.id, "name": chosen.name} if chosen else None,
+            "results": [{"filename": f.filename, **r} for f, r in zip(files, results, strict=True)]}

@@ -1,0 +1,34 @@
+"""Operational endpoints: liveness, readiness, Prometheus metrics."""
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+
+from ..deps import MetricsDep
+from ..metrics import CONTENT_TYPE
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict:
+    """The process is alive and answering."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(request: Request) -> JSONResponse:
+    """Every bundle is loaded and warmed up (503 until then)."""
+    state = request.app.state
+    registry = getattr(state, "registry", None)
+    ready = bool(getattr(state, "ready", False)) and registry is not None
+    body = {"ready": ready,
+            "models": registry.refs() if registry else [],
+            "refused": registry.refused if registry else {}}
+    return JSONResponse(body, status_code=200 if ready else 503)
+
+
+@router.get("/metrics")
+async def metrics(m: MetricsDep) -> Response:
+    """Prometheus text exposition."""
+    return Response(m.render(), media_type=CONTENT_TYPE)

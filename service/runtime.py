@@ -1,0 +1,101 @@
+"""ONNX Runtime sessions for one bundle: the classify graph, and the Grad-CAM head when present.
+
+ONNX Runtime falls back to CPU without a word when CUDA libraries are missing, so every
+session reports the providers it really got (`providers`), and the caller decides whether
+that is acceptable (`require_cuda`).
+"""
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+
+from .settings import Settings
+from .store import Bundle, BundleError
+
+_OPT_LEVELS = {
+    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+_ORT_DTYPES = {"tensor(float)": "float32", "tensor(int64)": "int64", "tensor(double)": "float64",
+               "tensor(float16)": "float16", "tensor(int32)": "int32"}
+
+
+def wanted_providers(settings: Settings) -> list[str]:
+    """The providers to ask for: the configured list, or CUDA first when this build offers it."""
+    if settings.providers is not None:
+        return list(settings.providers)
+    available = ort.get_available_providers()
+    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+
+
+def _session_options(settings: Settings) -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = _OPT_LEVELS[settings.graph_optimization_level]
+    options.intra_op_num_threads = settings.intra_op_threads
+    options.inter_op_num_threads = settings.inter_op_threads
+    options.log_severity_level = 3  # errors only: ORT's warnings about unused initialisers are noise here
+    return options
+
+
+def _check_io(session: ort.InferenceSession, graph: dict, where: str) -> None:
+    """The graph's real inputs and outputs must be the ones the manifest declares."""
+    for side, args in (("inputs", session.get_inputs()), ("outputs", session.get_outputs())):
+        real = {a.name: a for a in args}
+        declared = graph[side]
+        if set(real) != set(declared):
+            raise BundleError(f"{where} {side} are {sorted(real)}, manifest says {sorted(declared)}")
+        for name, spec in declared.items():
+            arg = real[name]
+            dtype = _ORT_DTYPES.get(arg.type, arg.type)
+            if dtype != spec["dtype"]:
+                raise BundleError(f"{where} {side[:-1]} {name!r} is {dtype}, manifest says {spec['dtype']}")
+            shape = list(arg.shape)
+            if len(shape) != len(spec["dims"]):
+                raise BundleError(f"{where} {side[:-1]} {name!r} has rank {len(shape)}, manifest dims {spec['dims']}")
+            for got, want in zip(shape, spec["dims"], strict=True):
+                # Dynamic axes come back as names or None; only fixed sizes can disagree.
+                if isinstance(got, int) and want >= 0 and got != want:
+                    raise BundleError(f"{where} {side[:-1]} {name!r} has shape {shape}, manifest dims {spec['dims']}")
+
+
+class ModelRuntime:
+    """The ORT sessions of one bundle."""
+
+    def __init__(self, bundle: Bundle, settings: Settings):
+        self.bundle = bundle
+        providers = wanted_providers(settings)
+        options = _session_options(settings)
+        try:
+            self.session = ort.InferenceSession(str(bundle.model_file), options, providers=providers)
+            self.gradcam_session = None
+            if bundle.gradcam_file is not None:
+                self.gradcam_session = ort.InferenceSession(str(bundle.gradcam_file), options, providers=providers)
+        except Exception as e:  # ORT raises its own exception types for unreadable graphs
+            raise BundleError(f"ONNX Runtime cannot load the graph: {e}") from e
+        _check_io(self.session, bundle.graphs["classify"], "model graph")
+        if self.gradcam_session is not None:
+            _check_io(self.gradcam_session, bundle.graphs["gradcam"], "gradcam graph")
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    @property
+    def providers(self) -> list[str]:
+        """What ONNX Runtime really gave the classify session (not what was asked for)."""
+        return list(self.session.get_providers())
+
+    @property
+    def provider(self) -> str:
+        return self.providers[0]
+
+    def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        """images (B, 3, H, W) float32, already normalised -> every output of model.onnx."""
+        outputs = self.session.run(self.output_names, {"image": images})
+        return dict(zip(self.output_names, outputs, strict=True))
+
+    def gradcam(self, features: np.ndarray, target_class: np.ndarray) -> np.ndarray:
+        """features (B, C, h, w), target_class (B,) int64 -> maps (B, H, W) in [0, 1]."""
+        if self.gradcam_session is None:
+            raise RuntimeError(f"{self.bundle.ref} has no gradcam graph")
+        (maps,) = self.gradcam_session.run(["gradcam"], {"features": features, "target_class": target_class})
+        return maps

@@ -1,0 +1,133 @@
+"""Every setting of the service, read from the environment with the prefix `HISTOSERVE_`.
+
+This is the only module that reads the environment. The README's "Service settings" table
+lists each field; keep the two in step.
+"""
+from __future__ import annotations
+
+import ipaddress
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# Execution providers the service knows how to ask ONNX Runtime for, in order of preference.
+KNOWN_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
+# A model reference is `name` or `name/version`; names are directory names in the store.
+MODEL_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}(/[1-9][0-9]{0,8})?$")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="HISTOSERVE_", env_ignore_empty=True, extra="ignore")
+
+    # --- where the bundles are, and which answer when the client names none
+    model_store: Path = REPO_ROOT / "model_store"
+    default_model: str | None = None  # name or name/version; None: first classification bundle by name
+    default_embedding_model: str | None = None  # for /adapt; None: first embedding bundle by name
+
+    # --- network
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+
+    # --- ONNX Runtime
+    # None: CUDA first when this onnxruntime build offers it, then CPU.
+    providers: Annotated[list[str] | None, NoDecode] = None
+    require_cuda: bool = False  # refuse to start unless every session really runs on CUDA
+    graph_optimization_level: Literal["disable", "basic", "extended", "all"] = "all"
+    intra_op_threads: int = Field(0, ge=0, le=256)  # 0: ONNX Runtime decides
+    inter_op_threads: int = Field(0, ge=0, le=256)
+
+    # --- micro-batching (exactly two knobs) and the bounded queue in front of it
+    max_batch_size: int = Field(8, ge=1, le=256)
+    max_wait_ms: float = Field(5.0, ge=0.0, le=1000.0)
+    max_queue: int = Field(64, ge=1, le=100_000)
+
+    # --- uploads
+    max_upload_bytes: int = Field(32 * 1024 * 1024, ge=1024, le=1024**3)  # whole request body
+    max_files: int = Field(16, ge=1, le=1024)  # images in one /classify request
+    max_image_pixels: int = Field(50_000_000, ge=1, le=1_000_000_000)  # width * height, checked before decoding
+
+    # --- few-shot adapters
+    state_dir: Path = REPO_ROOT / "state"
+    api_key: SecretStr | None = None  # when set, /adapt and DELETE need X-API-Key
+    adapter_max_classes: int = Field(20, ge=2, le=1000)
+    adapter_max_shots: int = Field(50, ge=1, le=10_000)  # per class
+    adapter_max_count: int = Field(1000, ge=1, le=1_000_000)  # adapters kept at once
+    label_max_length: int = Field(64, ge=1, le=256)
+    label_pattern: str = r"^[A-Za-z0-9][A-Za-z0-9 _.+-]*$"
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("providers", mode="before")
+    @classmethod
+    def _split_providers(cls, value: object) -> object:
+        # `HISTOSERVE_PROVIDERS=CUDAExecutionProvider,CPUExecutionProvider` reads better than JSON.
+        if isinstance(value, str):
+            return [p.strip() for p in value.split(",") if p.strip()]
+        return value
+
+    @field_validator("providers")
+    @classmethod
+    def _known_providers(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        if not value:
+            raise ValueError("providers must name at least one execution provider")
+        unknown = [p for p in value if p not in KNOWN_PROVIDERS]
+        if unknown:
+            raise ValueError(f"unknown execution providers {unknown}; known: {list(KNOWN_PROVIDERS)}")
+        return value
+
+    @field_validator("default_model", "default_embedding_model")
+    @classmethod
+    def _model_ref(cls, value: str | None) -> str | None:
+        if value is not None and not MODEL_REF.match(value):
+            raise ValueError(f"{value!r} is not a model reference of the form name or name/version")
+        return value
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        if value == "localhost":
+            return value
+        try:
+            ipaddress.ip_address(value)
+        except ValueError as e:
+            raise ValueError(f"host must be an IP address or 'localhost', got {value!r}") from e
+        return value
+
+    @field_validator("api_key")
+    @classmethod
+    def _api_key(cls, value: SecretStr | None) -> SecretStr | None:
+        # A short or placeholder key protects nothing; refuse it rather than run half-protected.
+        if value is None:
+            return None
+        secret = value.get_secret_value()
+        if len(secret) < 16 or secret.lower() in {"changethis", "changeme", "secret", "password"}:
+            raise ValueError("api_key must be at least 16 characters and not a placeholder")
+        return value
+
+    @field_validator("label_pattern")
+    @classmethod
+    def _label_pattern(cls, value: str) -> str:
+        try:
+            pattern = re.compile(value)
+        except re.error as e:
+            raise ValueError(f"label_pattern is not a regular expression: {e}") from e
+        # Labels end up in JSON and logs, never in paths; still, refuse patterns that accept separators.
+        for bad in ("/", "\\", "\n", "\x00"):
+            if pattern.fullmatch(f"a{bad}b"):
+                raise ValueError(f"label_pattern must not accept {bad!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if self.require_cuda and self.providers is not None and "CUDAExecutionProvider" not in self.providers:
+            raise ValueError("require_cuda is set but providers leaves CUDAExecutionProvider out")
+        if self.max_queue < self.max_files:
+            raise ValueError("max_queue must be at least max_files, or a single request could never fit")
+        return self
