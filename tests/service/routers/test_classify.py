@@ -1,0 +1,181 @@
+"""POST /classify through the ASGI app: answers match eager PyTorch; every bad input gets its 4xx."""
+from __future__ import annotations
+
+import struct
+import threading
+import time
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.service.conftest import CLASSES, SIZE, encode, png, random_rgb, reference_probabilities
+
+
+@pytest.fixture()
+def client(app_factory):
+    with TestClient(app_factory(max_files=4, max_upload_bytes=64 * 1024, max_image_pixels=1_000_000)) as c:
+        yield c
+
+
+def _files(*blobs: bytes, name: str = "img.png") -> list:
+    return [("files", (f"{i}-{name}", b, "image/png")) for i, b in enumerate(blobs)]
+
+
+def assert_error(response, status: int, code: str | None = None) -> dict:
+    assert response.status_code == status, response.text
+    err = response.json()["error"]
+    assert err["status"] == status and err["message"]
+    if code is not None:
+        assert err["code"] == code, err
+    return err
+
+
+def test_classify_matches_eager_pytorch(client, bundles):
+    arrays = [random_rgb(s) for s in range(3)]
+    r = client.post("/classify", files=_files(*map(png, arrays)), data={"top_k": "2"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert (body["model"], body["version"], body["adapter"]) == ("tiny_cls", 1, None)
+    expected = reference_probabilities(bundles["cls"], arrays)
+    for result, probs in zip(body["results"], expected, strict=True):
+        assert result["label"] == CLASSES[int(np.argmax(probs))]
+        assert result["score"] == pytest.approx(float(probs.max()), abs=1e-4)
+        assert len(result["top_k"]) == 2
+        assert [t["label"] for t in result["top_k"]] == [CLASSES[i] for i in np.argsort(-probs)[:2]]
+        for t in result["top_k"]:
+            assert t["probability"] == pytest.approx(float(probs[CLASSES.index(t["label"])]), abs=1e-4)
+    assert r.headers["x-request-id"]
+
+
+def test_model_by_name_and_version_and_top_k_clamped(client):
+    r = client.post("/classify", files=_files(png(random_rgb(7))), data={"model": "tiny_cls/1", "top_k": "50"})
+    assert r.status_code == 200, r.text
+    probs = [t["probability"] for t in r.json()["results"][0]["top_k"]]
+    assert len(probs) == len(CLASSES) and sum(probs) == pytest.approx(1.0, abs=1e-5)
+
+
+@pytest.mark.parametrize("fmt,kwargs", [("JPEG", {"quality": 95}), ("TIFF", {}), ("BMP", {}), ("WEBP", {"lossless": True})])
+def test_formats_accepted(client, fmt, kwargs):
+    r = client.post("/classify", files=[("files", ("x.img", encode(random_rgb(1), fmt, **kwargs), "image/x"))])
+    assert r.status_code == 200, r.text
+
+
+def test_any_size_is_resized(client, bundles):
+    big = np.random.default_rng(3).integers(0, 256, size=(90, 70, 3), dtype=np.uint8)
+    r = client.post("/classify", files=_files(png(big)))
+    assert r.status_code == 200, r.text
+
+
+def _bomb_png(width: int, height: int) -> bytes:
+    """A valid-looking PNG header that claims enormous dimensions, with almost no data."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+
+
+def test_bad_inputs_each_get_their_4xx(client):
+    good = png(random_rgb(0))
+    cases = {
+        "empty upload": (client.post("/classify", files=_files(b"")), 422, "empty_file"),
+        "no files field": (client.post("/classify", data={"model": "tiny_cls"}, files=[("other", ("a", b"x"))]),
+                           422, "invalid_request"),
+        "text named .png": (client.post("/classify", files=_files(b"hello, I am text\n" * 10)), 415, "unsupported_image"),
+        "truncated png": (client.post("/classify", files=_files(good[: len(good) // 2])), 415, "corrupt_image"),
+        "truncated jpeg": (client.post("/classify", files=_files(encode(random_rgb(1), "JPEG")[:300])), 415, None),
+        "decompression bomb": (client.post("/classify", files=_files(_bomb_png(60000, 60000))), 413, "image_too_large"),
+        "over byte limit": (client.post("/classify", files=_files(b"\x89PNG" + b"0" * 70 * 1024)), 413,
+                            "payload_too_large"),
+        "too many files": (client.post("/classify", files=_files(*[good] * 5)), 413, "too_many_files"),
+        "unknown model": (client.post("/classify", files=_files(good), data={"model": "nope"}), 404, "model_not_found"),
+        "unknown version": (client.post("/classify", files=_files(good), data={"model": "tiny_cls/9"}), 404, None),
+        "bad model ref": (client.post("/classify", files=_files(good), data={"model": "../../etc"}), 404, None),
+        "top_k not a number": (client.post("/classify", files=_files(good), data={"top_k": "many"}), 422, None),
+        "top_k zero": (client.post("/classify", files=_files(good), data={"top_k": "0"}), 422, None),
+        "json body": (client.post("/classify", json={"files": ["a"]}), 415, "unsupported_media_type"),
+        "embedding bundle": (client.post("/classify", files=_files(good), data={"model": "tiny_emb"}), 422,
+                             "not_a_classifier"),
+        "unknown adapter": (client.post("/classify", files=_files(good), data={"adapter": "x" * 22}), 404,
+                            "adapter_not_found"),
+    }
+    for name, (response, status, code) in cases.items():
+        assert response.status_code == status, (name, response.text)
+        assert_error(response, status, code)
+    # and it still serves
+    assert client.post("/classify", files=_files(good)).status_code == 200
+
+
+def test_no_multipart_boundary_is_a_clear_4xx(client):
+    r = client.post("/classify", content=b"garbage", headers={"content-type": "multipart/form-data"})
+    assert 400 <= r.status_code < 500
+    assert r.json()["error"]["message"]
+
+
+def test_chunked_body_over_limit_is_413(client):
+    def gen():
+        for _ in range(100):
+            yield b"0" * 1024
+    r = client.post("/classify", content=gen(), headers={"content-type": "multipart/form-data; boundary=xyz"})
+    assert_error(r, 413, "payload_too_large")
+
+
+def test_parallel_requests_are_batched_and_each_gets_its_own_answer(app_factory, bundles):
+    app = app_factory(max_batch_size=8, max_wait_ms=50.0)
+    arrays = [random_rgb(100 + i) for i in range(16)]
+    expected = reference_probabilities(bundles["cls"], arrays)
+    with TestClient(app) as c:
+        def one(i):
+            r = c.post("/classify", files=_files(png(arrays[i])))
+            assert r.status_code == 200, r.text
+            return r.json()["results"][0]
+
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            results = list(pool.map(one, range(16)))
+        for result, probs in zip(results, expected, strict=True):
+            assert result["label"] == CLASSES[int(np.argmax(probs))]
+            assert result["score"] == pytest.approx(float(probs.max()), abs=1e-4)
+        metrics = c.get("/metrics").text
+    count = _sample(metrics, 'histoserve_batch_size_count{model="tiny_cls",version="1"}')
+    total = _sample(metrics, 'histoserve_batch_size_sum{model="tiny_cls",version="1"}')
+    assert total == 16
+    assert count < 16, "every request ran alone: nothing was batched"
+    assert _sample(metrics, 'histoserve_batch_size_bucket{le="1.0",model="tiny_cls",version="1"}') < count
+
+
+def test_full_queue_answers_503_with_retry_after(app_factory):
+    # Batches of 1 and a queue of 2; the ORT call is held until the test releases it.
+    with TestClient(app_factory(max_queue=2, max_files=2, max_batch_size=1)) as c:
+        batcher = c.app.state.registry.resolve("tiny_cls").batcher
+        release, real_run = threading.Event(), batcher.run_batch
+
+        def held_run(x):
+            release.wait(10)
+            return real_run(x)
+
+        batcher.run_batch = held_run
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            waiting = [pool.submit(c.post, "/classify", files=_files(png(random_rgb(i)))) for i in range(3)]
+            deadline = time.monotonic() + 10
+            while batcher.depth < 2 and time.monotonic() < deadline:  # one running, two queued
+                time.sleep(0.01)
+            r = c.post("/classify", files=_files(png(random_rgb(9))))
+            release.set()
+            assert_error(r, 503, "overloaded")
+            assert int(r.headers["retry-after"]) >= 1
+            assert [f.result().status_code for f in waiting] == [200, 200, 200]
+        assert c.post("/classify", files=_files(png(random_rgb(0)))).status_code == 200
+
+
+def _sample(text: str, key: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(key + " "):
+            return float(line.split()[-1])
+    raise AssertionError(f"{key} not in metrics")
+
+
+def test_input_size_matters(client):
+    # a sanity check that SIZE matches the bundle (a changed fixture would silently test nothing)
+    assert client.get("/models/tiny_cls").json()["input_size"] == [SIZE, SIZE]
