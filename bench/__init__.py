@@ -1,0 +1,11 @@
+"""Benchmarks: the service against raw ONNX Runtime and against the naive eager-PyTorch endpoint.
+
+`python -m bench` (or `make bench`) measures every bundle of a store and writes
+`bench/results/<timestamp>.json` and `.md`. Every figure is a ratio taken in one run on one
+machine, so the table says how close the service comes to the limit its own graph sets, not
+how fast one machine is. Tests run the same code with `--quick`; no test asserts a timing.
+
+Modules: `images` (the real PNGs), `raw` (ONNX Runtime alone), `servers` (uvicorn subprocesses
+on loopback), `load` (the load generator, its own process), `naive` (the eager-PyTorch
+endpoint), `quantize` (the int8 variant), `report` (ratios, targets, the table), `run` (the order of it all).
+"""

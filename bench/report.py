@@ -1,0 +1,156 @@
+"""Ratios, targets and the markdown table, from the results dict that `run` writes as JSON.
+
+Targets are ratios measured in one run on one machine (issue 9); the table marks each one
+met or missed and never hides a missing figure: a ratio that could not be computed says n/a.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Target:
+    key: str
+    what: str
+    op: str  # ">=" or "<="
+    bound: float
+
+    def status(self, value: float | None) -> str:
+        if value is None or not math.isfinite(value):
+            return "n/a"
+        return "met" if (value >= self.bound if self.op == ">=" else value <= self.bound) else "missed"
+
+    @property
+    def goal(self) -> str:
+        return f"{self.op} {self.bound:g}"
+
+
+TARGETS = (
+    Target("service_vs_raw", "service throughput at the top concurrency / raw ORT best batch incl. decode", ">=", 0.95),
+    Target("c1_latency", "service p50 at concurrency 1 / (raw ORT batch-1 p50 + decode p50)", "<=", 1.15),
+    Target("vs_naive", "service throughput / naive eager-PyTorch throughput, top concurrency", ">=", 1.4),
+    Target("gradcam_vs_classify", "/gradcam p50 / /classify p50, concurrency 1", "<=", 1.5),
+    Target("adapt_vs_raw_embed", "/adapt 5-way 5-shot p50 / raw decode + embed of 25 images", "<=", 1.3),
+    Target("rss_growth", "service resident memory growth over the soak", "<=", 0.05),
+)
+BY_KEY = {t.key: t for t in TARGETS}
+
+
+def _get(d: dict | None, *keys):
+    for k in keys:
+        if not isinstance(d, dict) or k not in d:
+            return None
+        d = d[k]
+    return d
+
+
+def _ratio(a, b) -> float | None:
+    if a is None or b is None or not b or not math.isfinite(a) or not math.isfinite(b):
+        return None
+    return a / b
+
+
+def bundle_ratios(entry: dict, top: int) -> dict[str, float | None]:
+    """The per-bundle ratios (`top` is the highest concurrency measured)."""
+    raw, batched = entry.get("raw", {}), _get(entry, "service", "batched") or {}
+    top_key = str(top)
+    return {
+        "service_vs_raw": _ratio(_get(batched, top_key, "requests_per_s"), raw.get("best_images_per_s_with_decode")),
+        "c1_latency": _ratio(_get(batched, "1", "latency", "p50_ms"), raw.get("batch1_p50_plus_decode_p50_ms")),
+        "vs_naive": _ratio(_get(batched, top_key, "requests_per_s"), _get(entry, "naive", top_key, "requests_per_s")),
+        "gradcam_vs_classify": _ratio(_get(entry, "gradcam", "latency", "p50_ms"),
+                                      _get(batched, "1", "latency", "p50_ms")),
+        "adapt_vs_raw_embed": _ratio(_get(entry, "adapt", "latency", "p50_ms"),
+                                     _get(raw, "embed_support_set", "latency", "p50_ms")),
+    }
+
+
+def evaluate(results: dict) -> list[dict]:
+    """One row per (bundle, target) that applies to the bundle, plus the service-wide memory row."""
+    top = max(results["plan"]["levels"])
+    rows = []
+    for ref, entry in results["bundles"].items():
+        for key, value in bundle_ratios(entry, top).items():
+            applies = (entry["task"] == "classification") if key != "adapt_vs_raw_embed" else "adapt" in entry
+            if applies:
+                target = BY_KEY[key]
+                rows.append({"bundle": ref, "target": key, "what": target.what, "value": value,
+                             "goal": target.goal, "status": target.status(value)})
+    growth = _get(results, "memory", "growth")
+    if _get(results, "memory", "before_bytes") is not None:
+        target = BY_KEY["rss_growth"]
+        rows.append({"bundle": "service", "target": "rss_growth", "what": target.what, "value": growth,
+                     "goal": target.goal, "status": target.status(growth)})
+    return rows
+
+
+def _f(value, digits: int = 1) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    return f"{value:.{digits}f}"
+
+
+def _load_row(server: str, run: dict) -> str:
+    lat = run["latency"]
+    bad = run["sent"] - run["ok"]
+    return (f"| {server} | {run['concurrency']} | {_f(run['requests_per_s'])} | {_f(lat['p50_ms'])} | "
+            f"{_f(lat['p95_ms'])} | {_f(lat['p99_ms'])} | {run['ok']}/{run['sent']}"
+            f"{' (' + str(bad) + ' failed)' if bad else ''} |")
+
+
+def markdown(results: dict) -> str:
+    meta, plan = results["meta"], results["plan"]
+    top = max(plan["levels"])
+    out = [f"# histoserve benchmark {meta['timestamp']} ({plan['mode']} mode)", "",
+           f"Command: `{meta['command']}`  ", f"Machine: {meta['machine']}  ",
+           f"Versions: {meta['versions']}  ", f"Commit: {meta['commit']}  ",
+           f"Service settings: {meta['service_settings']}  ",
+           f"Images: {meta['images']}", ""]
+    for ref, entry in results["bundles"].items():
+        raw = entry["raw"]
+        out += [f"## {ref} ({entry['architecture']}, {entry['task']}, {entry['input_size'][0]}x{entry['input_size'][1]})",
+                "", f"Raw ONNX Runtime on {raw['provider']} (same session options as the service); "
+                f"decode + resize + normalise per image: p50 {_f(raw['decode']['p50_ms'], 2)} ms, "
+                f"mean {_f(raw['decode']['mean_ms'], 2)} ms.", "",
+                "| batch | images/s | p50 ms per call | p95 ms per call |", "|---:|---:|---:|---:|"]
+        for b in raw["batches"].values():
+            out.append(f"| {b['batch']} | {_f(b['images_per_s'])} | {_f(b['latency']['p50_ms'], 2)} | "
+                       f"{_f(b['latency']['p95_ms'], 2)} |")
+        out += ["", f"Best batch {raw['best_batch']}: {_f(raw['best_images_per_s'])} images/s, "
+                f"{_f(raw['best_images_per_s_with_decode'])} images/s with decode; batch 1 p50 + decode p50 = "
+                f"{_f(raw['batch1_p50_plus_decode_p50_ms'], 2)} ms."]
+        if "embed_support_set" in raw:
+            out.append(f"Raw decode + embed of 25 images (chunks of {raw['embed_support_set']['chunk']}): "
+                       f"p50 {_f(raw['embed_support_set']['latency']['p50_ms'])} ms.")
+        out.append("")
+        runs = []
+        for label, key in (("service, micro-batcher on", "batched"), ("service, micro-batcher off", "unbatched")):
+            runs += [_load_row(label, r) for r in (_get(entry, "service", key) or {}).values()]
+        if entry.get("naive"):
+            weights = entry.get("naive_weights", "random init")
+            runs += [_load_row(f"naive eager PyTorch ({weights})", r) for r in entry["naive"].values()]
+        if "gradcam" in entry:
+            runs.append(_load_row("service /gradcam", entry["gradcam"]))
+        if "adapt" in entry:
+            runs.append(_load_row(f"service /adapt 5-way 5-shot on {entry['adapt']['model']}", entry["adapt"]))
+        if runs:
+            out += ["| server (POST /classify unless named) | concurrency | req/s | p50 ms | p95 ms | p99 ms | ok/sent |",
+                    "|---|---:|---:|---:|---:|---:|---:|", *runs, ""]
+    mem = results.get("memory") or {}
+    if mem.get("before_bytes") is not None:
+        out += ["## Memory", "",
+                f"Service RSS {mem['before_bytes'] / 2**20:.1f} MiB after warm-up, "
+                f"{mem['after_bytes'] / 2**20:.1f} MiB after {mem['requests']} more requests "
+                f"({mem['growth'] * 100:+.2f}%).", ""]
+    out += ["## Targets", "", f"Top concurrency in this run: {top}. Ratios from this one run on this machine.", "",
+            "| bundle | target | measured | goal | status |", "|---|---|---:|---:|---|"]
+    for row in results["targets"]:
+        out.append(f"| {row['bundle']} | {row['what']} | {_f(row['value'], 3)} | {row['goal']} | {row['status']} |")
+    out.append("")
+    problems = results.get("problems") or []
+    out += ["## Problems seen", ""] + ([f"- {p}" for p in problems] if problems else ["None: every request got a 2xx answer "
+                                                                                      "and no server logged an error."])
+    for note in results.get("notes") or []:
+        out.append(f"- note: {note}")
+    return "\n".join(out) + "\n"

@@ -1,0 +1,56 @@
+import pytest
+
+from bench.report import BY_KEY, evaluate
+
+
+def _run(rps: float, p50: float) -> dict:
+    return {"requests_per_s": rps, "latency": {"p50_ms": p50}}
+
+
+def _results(**memory) -> dict:
+    return {
+        "plan": {"levels": [1, 8, 32]},
+        "bundles": {
+            "clf/1": {"task": "classification",
+                      "raw": {"best_images_per_s_with_decode": 100.0, "batch1_p50_plus_decode_p50_ms": 20.0},
+                      "service": {"batched": {"1": _run(40.0, 22.0), "32": _run(97.0, 300.0)}},
+                      "naive": {"32": _run(50.0, 600.0)},
+                      "gradcam": {"latency": {"p50_ms": 44.0}}},
+            "emb/1": {"task": "embedding",
+                      "raw": {"embed_support_set": {"latency": {"p50_ms": 500.0}}},
+                      "adapt": {"latency": {"p50_ms": 700.0}}},
+        },
+        "memory": memory,
+    }
+
+
+def test_ratios_and_statuses():
+    rows = {(r["bundle"], r["target"]): r for r in evaluate(_results(before_bytes=100, after_bytes=104, growth=0.04))}
+    assert rows[("clf/1", "service_vs_raw")]["value"] == pytest.approx(0.97)
+    assert rows[("clf/1", "service_vs_raw")]["status"] == "met"
+    assert rows[("clf/1", "c1_latency")]["value"] == pytest.approx(1.1)
+    assert rows[("clf/1", "vs_naive")]["value"] == pytest.approx(1.94)
+    assert rows[("clf/1", "gradcam_vs_classify")]["value"] == pytest.approx(2.0)
+    assert rows[("clf/1", "gradcam_vs_classify")]["status"] == "missed"
+    assert rows[("emb/1", "adapt_vs_raw_embed")]["value"] == pytest.approx(1.4)
+    assert rows[("emb/1", "adapt_vs_raw_embed")]["status"] == "missed"
+    assert rows[("service", "rss_growth")]["status"] == "met"
+    # Classification targets do not apply to an embedding bundle, nor /adapt to a bundle it did not run on.
+    assert ("emb/1", "service_vs_raw") not in rows and ("clf/1", "adapt_vs_raw_embed") not in rows
+
+
+def test_missing_figures_are_na_not_met():
+    results = _results()
+    del results["bundles"]["clf/1"]["naive"]
+    rows = {(r["bundle"], r["target"]): r for r in evaluate(results)}
+    assert rows[("clf/1", "vs_naive")]["status"] == "n/a"
+    assert ("service", "rss_growth") not in rows
+
+
+@pytest.mark.parametrize(("key", "value", "status"), [
+    ("service_vs_raw", 0.95, "met"), ("service_vs_raw", 0.9499, "missed"),
+    ("c1_latency", 1.15, "met"), ("c1_latency", 1.2, "missed"),
+    ("rss_growth", 0.06, "missed"), ("vs_naive", float("nan"), "n/a"), ("vs_naive", None, "n/a"),
+])
+def test_target_bounds(key, value, status):
+    assert BY_KEY[key].status(value) == status
