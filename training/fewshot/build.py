@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from .config import FewShotConfig
+from .config import FewShotConfig, apply_overrides
 from .methods import FewShotMethod, create_backbone, create_method
 
 # Methods that need the embedding width (a linear head) or the feature-map channels (a relation module).
@@ -52,9 +52,12 @@ def save_checkpoint(path, method: FewShotMethod, cfg: FewShotConfig, extra: dict
     tmp.replace(path)  # a crash mid-write never leaves a torn checkpoint
 
 
-def load_checkpoint(path, device: str = "cpu") -> tuple[FewShotMethod, FewShotConfig, dict]:
+def load_checkpoint(path, device: str = "cpu", overrides: list[str] | None = None
+                    ) -> tuple[FewShotMethod, FewShotConfig, dict]:
+    """Rebuild a trained method; `overrides` may change settings that do not change the weights' shapes
+    (test-time inner steps, for instance)."""
     ckpt = torch.load(path, map_location=device, weights_only=True)
-    cfg = FewShotConfig.from_dict(ckpt["config"])
+    cfg = FewShotConfig.from_dict(apply_overrides(ckpt["config"], overrides or []))
     method = build_method(cfg)
     method.load_state_dict(ckpt["state_dict"])
     return method.to(device), cfg, ckpt

@@ -79,8 +79,13 @@ def load_config(path, overrides: list[str] | None = None) -> FewShotConfig:
     path = Path(path)
     if not path.is_file() and (REPO_ROOT / "training" / "configs" / path.name).is_file():
         path = REPO_ROOT / "training" / "configs" / path.name
-    d = json.loads(path.read_text())
-    for item in overrides or []:
+    return FewShotConfig.from_dict(apply_overrides(json.loads(path.read_text()), overrides or []))
+
+
+def apply_overrides(d: dict, overrides: list[str]) -> dict:
+    """`key=value` items applied to a config dict (a deep copy): values parsed as JSON when they parse."""
+    d = json.loads(json.dumps(d))
+    for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep:
             raise ValueError(f"override {item!r} is not key=value")
@@ -93,7 +98,7 @@ def load_config(path, overrides: list[str] | None = None) -> FewShotConfig:
         for p in parents:
             node = node.setdefault(p, {})
         node[leaf] = value
-    return FewShotConfig.from_dict(d)
+    return d
 
 
 def data_dir() -> Path:

@@ -66,10 +66,16 @@ def evaluate_method(method: FewShotMethod, bank: ImageBank, n_way: int, k_shot: 
 
 
 def evaluate_run(run_dir, shots=None, episodes: int | None = None, device: str = "cpu",
-                 banks: dict | None = None) -> dict:
-    """Evaluate a trained run on each of its config's test sets at each shot; writes eval.json, eval.md."""
+                 banks: dict | None = None, overrides: list[str] | None = None, label: str = "") -> dict:
+    """Evaluate a trained run on each of its config's test sets at each shot; writes eval{label}.json/.md.
+
+    `overrides` (`key=value`, as for training) change test-time settings of the method, e.g.
+    `method_args.inner_steps_test=0`; `label` then names the variant in the table and in the file names.
+    """
     run = Path(run_dir)
-    method, cfg, ckpt = load_checkpoint(run / "checkpoint.pt", device)
+    method, cfg, ckpt = load_checkpoint(run / "checkpoint.pt", device, overrides)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     mean, std = ckpt.get("mean"), ckpt.get("std")
     shots = list(shots or cfg.eval_shots)
     episodes = episodes or cfg.eval_episodes
@@ -83,12 +89,18 @@ def evaluate_run(run_dir, shots=None, episodes: int | None = None, device: str =
             results.append(r)
             print(f"{cfg.name} {test.name} {k}-shot: {100 * r['accuracy']:.2f} +- {100 * r['ci95']:.2f}",
                   flush=True)
-    report = {"run": str(run), "name": cfg.name, "method": cfg.method, "backbone": cfg.backbone,
+    report = {"run": str(run), "name": cfg.name + label, "overrides": list(overrides or []), "method": cfg.method, "backbone": cfg.backbone,
               "backbone_args": cfg.backbone_args, "method_args": cfg.method_args,
               "train": ckpt.get("train_data"), "train_seconds": ckpt.get("train_seconds"), "results": results}
-    (run / "eval.json").write_text(json.dumps(report, indent=2))
-    (run / "eval.md").write_text(markdown_table([report]))
+    stem = eval_stem(label)
+    (run / f"{stem}.json").write_text(json.dumps(report, indent=2))
+    (run / f"{stem}.md").write_text(markdown_table([report]))
     return report
+
+
+def eval_stem(label: str = "") -> str:
+    """File stem of an evaluation variant: eval.json, or eval_<label>.json with a safe label."""
+    return "eval" + "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in label)
 
 
 def markdown_table(reports: list[dict]) -> str:

@@ -7,7 +7,8 @@ tensors computed from the module's parameters, so the outer loss differentiates 
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -50,6 +51,23 @@ def adaptable_params(module: nn.Module, prefixes: list[str] | None = None) -> Pa
     return params
 
 
+@contextmanager
+def batch_statistics(module: nn.Module) -> Iterator[None]:
+    """BatchNorm normalises with the current batch's statistics and leaves its running statistics alone:
+    MAML's transductive test setting (Finn et al.'s reference code evaluates in training mode)."""
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.training, m.track_running_stats) for m in norms]
+    for m in norms:
+        m.train()
+        m.track_running_stats = False  # with training=True: batch statistics, running buffers not updated
+    try:
+        yield
+    finally:
+        for m, (training, track) in zip(norms, saved, strict=True):
+            m.train(training)
+            m.track_running_stats = track
+
+
 class _Classifier(nn.Module):
     """Backbone embedding + linear N-way head: the network MAML adapts."""
 
@@ -72,12 +90,13 @@ class MAML(FewShotMethod):
 
     def __init__(self, backbone, n_way: int, dim: int, inner_lr: float = 0.01, inner_steps: int = 5,
                  inner_steps_test: int | None = None, first_order: bool = False,
-                 adapt_prefixes: list[str] | None = None) -> None:
+                 adapt_prefixes: list[str] | None = None, transductive_bn: bool = True) -> None:
         super().__init__(backbone, n_way)
         self.net = _Classifier(backbone, dim, n_way)
         self.inner_lr, self.inner_steps, self.first_order = inner_lr, inner_steps, first_order
         self.inner_steps_test = inner_steps_test if inner_steps_test is not None else inner_steps
         self.adapt_prefixes = adapt_prefixes
+        self.transductive_bn = transductive_bn
 
     def _adapted(self, sx, sy, n_way: int) -> Params:
         if n_way != self.n_way:
@@ -94,6 +113,9 @@ class MAML(FewShotMethod):
                          first_order)
 
     def predict(self, sx, sy, qx, n_way: int) -> torch.Tensor:
+        if not self.training and self.transductive_bn:
+            with batch_statistics(self.net):
+                return functional_call(self.net, self._adapted(sx, sy, n_way), (qx,)).detach()
         params = self._adapted(sx, sy, n_way)
         logits = functional_call(self.net, params, (qx,))
         return logits if self.training else logits.detach()

@@ -1,0 +1,47 @@
+"""Export a meta-trained embedding as an `embedding` bundle: the default model behind the service's /adapt.
+
+The service computes prototypes with the bundle's `embedding` output and the squared Euclidean distance,
+i.e. exactly ProtoNet's test-time rule, and it does not adapt the network to the support set. So what is
+exported is the backbone whose `embed(x)` the method trained prototypes on (for the dual-attention method:
+the meta-learned initial parameters, evaluated as `inner_steps_test=0`).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from training.export import export_bundle
+
+from .build import load_checkpoint
+
+# Methods whose trained embedding is a prototype embedding (squared Euclidean to class means).
+PROTOTYPE_METHODS = {"protonet", "dual_attention"}
+
+
+def export_embedding(run_dir, store, name: str, version: int | None = None) -> Path:
+    run = Path(run_dir)
+    method, cfg, ckpt = load_checkpoint(run / "checkpoint.pt")
+    if cfg.method not in PROTOTYPE_METHODS:
+        raise ValueError(f"a {cfg.method!r} run has no prototype embedding to serve; export one of "
+                         f"{sorted(PROTOTYPE_METHODS)}")
+    net = method.backbone.eval()
+    metrics = {}
+    eval_file = run / "eval.json"
+    if eval_file.is_file():
+        report = json.loads(eval_file.read_text())
+        metrics["fewshot"] = {f"{r['test']}_{r['n_way']}way_{r['k_shot']}shot": {
+            "accuracy": r["accuracy"], "ci95": r["ci95"], "episodes": r["episodes"]} for r in report["results"]}
+    return export_bundle(
+        net, store, name, classes=list(cfg.train.classes), task="embedding",
+        input_size=(cfg.image_size, cfg.image_size), mean=ckpt.get("mean"), std=ckpt.get("std"),
+        metrics=metrics, version=version,
+        extra_manifest={
+            "recipe": f"few-shot {cfg.method} on {cfg.backbone} {cfg.backbone_args}, meta-trained "
+                      f"{cfg.episodes} episodes {cfg.n_way}-way {cfg.k_shot}-shot on {cfg.train.dataset} "
+                      f"{cfg.train.classes}",
+            "training": cfg.to_dict(),
+            "split": {"description": "meta-train classes vs unseen test classes (class-disjoint); "
+                                     "episodes keep patients/specimens apart where a class has several",
+                      "train": ckpt.get("train_data")},
+        },
+    )
