@@ -1,0 +1,112 @@
+"""Prototype maths, leave-one-out accuracy, atomic persistence without pickle, support-set limits."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+
+from service.adapters import (
+    AdapterStore,
+    check_support,
+    distances,
+    leave_one_out_accuracy,
+    new_adapter,
+    prototypes,
+    softmax_neg,
+)
+from service.errors import ServiceError
+
+
+def _adapter(seed=0, labels=("a", "a", "b", "b")):
+    emb = np.random.default_rng(seed).normal(size=(len(labels), 4)).astype(np.float32)
+    return new_adapter(name="n", model="m", version=1, embeddings=emb, labels=list(labels),
+                       distance="squared_euclidean", temperature=2.0)
+
+
+def test_prototypes_and_distances():
+    emb = np.array([[0, 0], [2, 0], [10, 10], [12, 10]], dtype=np.float32)
+    classes, protos = prototypes(emb, ["x", "x", "y", "y"])
+    assert classes == ["x", "y"]
+    np.testing.assert_allclose(protos, [[1, 0], [11, 10]])
+    q = np.array([[1, 1]], dtype=np.float32)
+    np.testing.assert_allclose(distances(q, protos, "squared_euclidean"), [[1, 181]], rtol=1e-6)
+    np.testing.assert_allclose(distances(q, protos, "euclidean"), [[1, np.sqrt(181)]], rtol=1e-6)
+    p = softmax_neg(np.array([[1.0, 3.0]]), temperature=2.0)
+    np.testing.assert_allclose(p, [[1 / (1 + np.exp(-1)), np.exp(-1) / (1 + np.exp(-1))]], rtol=1e-6)
+
+
+def test_leave_one_out():
+    emb = np.array([[0.0], [1.0], [10.0], [11.0]])
+    assert leave_one_out_accuracy(emb, ["x", "x", "y", "y"], "squared_euclidean") == 1.0
+    # Swapped labels: each held-out point is nearer the other class's remaining point.
+    assert leave_one_out_accuracy(emb, ["x", "y", "x", "y"], "squared_euclidean") == 0.0
+    assert leave_one_out_accuracy(emb[:2], ["x", "y"], "squared_euclidean") is None  # 1 shot each
+
+
+def test_ids_are_random_and_not_from_input():
+    a, b = _adapter(), _adapter()
+    assert a.id != b.id and len(a.id) >= 20 and "n" != a.id
+
+
+def test_store_round_trip_and_atomic_files(tmp_path):
+    store = AdapterStore(tmp_path)
+    store.load()
+    a = _adapter()
+    store.save(a)
+    files = sorted(p.name for p in (tmp_path / "adapters").iterdir())
+    assert files == [f"{a.id}.npz"]
+    again = AdapterStore(tmp_path)
+    assert again.load() == []
+    b = again.get(a.id)
+    assert b.meta() == a.meta()
+    np.testing.assert_array_equal(b.prototypes, a.prototypes)
+    assert again.delete(a.id) and not again.delete(a.id)
+    assert list((tmp_path / "adapters").iterdir()) == []
+
+
+def test_damaged_partial_and_pickled_files_are_skipped(tmp_path, caplog):
+    store = AdapterStore(tmp_path)
+    store.load()
+    good = _adapter()
+    store.save(good)
+    d = tmp_path / "adapters"
+    raw = (d / f"{good.id}.npz").read_bytes()
+    (d / f".tmp-{'p' * 22}-x.npz").write_bytes(raw[:100])  # a writer killed mid-write
+    (d / f"{'t' * 22}.npz").write_bytes(raw[: len(raw) // 2])  # truncated
+    (d / f"{'j' * 22}.npz").write_bytes(b"not a zip at all")
+    buf = io.BytesIO()
+    np.savez(buf, prototypes=np.zeros((2, 4)), meta=np.array([{"evil": "pickle"}], dtype=object))
+    (d / f"{'k' * 22}.npz").write_bytes(buf.getvalue())  # an object array needs pickle: refused
+    renamed = d / f"{'r' * 22}.npz"
+    renamed.write_bytes(raw)  # a valid adapter under another id's name
+    fresh = AdapterStore(tmp_path)
+    with caplog.at_level("WARNING", logger="histoserve.adapters"):
+        skipped = fresh.load()
+    assert [a.id for a in fresh.all()] == [good.id]
+    assert len(skipped) == 5
+    assert not (d / f".tmp-{'p' * 22}-x.npz").exists()
+    assert len([r for r in caplog.records if r.levelname == "WARNING"]) == 5
+
+
+LIMITS = dict(max_classes=3, max_shots=2, label_max_length=8, label_pattern=r"^[A-Za-z0-9][A-Za-z0-9 _.+-]*$")
+
+
+@pytest.mark.parametrize("labels,n_files,name,message", [
+    (["a", "a"], 2, None, "at least 2"),
+    (["a", "b"], 3, None, "3 files but 2 labels"),
+    ([], 0, None, "no images"),
+    (["a", "b", "c", "d"], 4, None, "limit is 3"),
+    (["a", "a", "a", "b"], 4, None, "at most 2 shots"),
+    (["a/b", "c"], 2, None, "must be 1..8"),
+    (["a" * 9, "c"], 2, None, "must be 1..8"),
+    (["a", "b"], 2, "../etc", "must be 1..8"),
+])
+def test_support_limits(labels, n_files, name, message):
+    with pytest.raises(ServiceError, match=message) as e:
+        check_support(labels, n_files, name, **LIMITS)
+    assert e.value.status == 422
+
+
+def test_support_comma_separated():
+    assert check_support(["a,b,a"], 3, None, **LIMITS) == ["a", "b", "a"]
