@@ -17,10 +17,10 @@ import torch
 from PIL import Image
 
 # Ruifrok & Johnston's stain vectors (the ones scikit-image's rgb2hed uses).
-_RGB_FROM_HED = np.array([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]])
-_RGB_FROM_HED[2] = np.cross(_RGB_FROM_HED[0], _RGB_FROM_HED[1])
-_RGB_FROM_HED /= np.linalg.norm(_RGB_FROM_HED, axis=1, keepdims=True)
-_HED_FROM_RGB = np.linalg.inv(_RGB_FROM_HED)
+RGB_FROM_HED = np.array([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]])
+RGB_FROM_HED[2] = np.cross(RGB_FROM_HED[0], RGB_FROM_HED[1])
+RGB_FROM_HED /= np.linalg.norm(RGB_FROM_HED, axis=1, keepdims=True)
+HED_FROM_RGB = np.linalg.inv(RGB_FROM_HED)
 
 
 @dataclass
@@ -97,9 +97,9 @@ class StainJitter:
     def __call__(self, image, mask, rng):
         rgb = np.maximum(image.astype(np.float32) / 255.0, 1e-6)
         od = -np.log(rgb)  # optical density: stains add up linearly here (Beer-Lambert)
-        hed = od @ _HED_FROM_RGB
+        hed = od @ HED_FROM_RGB
         hed = hed * rng.uniform(1 - self.sigma, 1 + self.sigma, 3) + rng.uniform(-self.bias, self.bias, 3)
-        out = np.exp(-(hed @ _RGB_FROM_HED))
+        out = np.exp(-(hed @ RGB_FROM_HED))
         return np.clip(out * 255.0, 0, 255).astype(np.uint8), mask
 
 

@@ -1,0 +1,333 @@
+"""Supervised training of one network from a TrainConfig: data -> split -> loop -> best checkpoint.
+
+The run directory gets `config.json`, `split.json`, `data_report.json`, `checkpoint.pt` (the best
+validation epoch), `last.pt` (for --resume), `history.json`, then `evaluate` adds `metrics.json`
+and the plots. Checkpoints are plain dicts of tensors and built-in types, loadable with
+`torch.load(..., weights_only=True)`, and carry `architecture` + `model_args` + `config`, so
+`models.create_model(ckpt["architecture"], **ckpt["model_args"])` rebuilds the network.
+"""
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from contextlib import nullcontext
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+import models
+from training.config import TrainConfig, save_config
+from training.data import HistoDataset, ImageCache, ImageFolder, Sample, scan_image_folder
+from training.losses import build_criterion
+from training.metrics import classification_metrics, probabilities
+from training.splits import Split, load_split, make_split, save_split
+from training.transforms import eval_transform, train_transform
+
+# ----------------------------------------------------------------------------- data and split
+
+
+def apply_class_map(folder: ImageFolder, class_map: dict) -> ImageFolder:
+    """Relabel folders into target classes (BreakHis subtypes -> benign/malignant); groups unchanged."""
+    missing = [c for c in folder.classes if c not in class_map]
+    if missing:
+        raise ValueError(f"class_map has no target for folder(s) {missing}")
+    targets = sorted(set(class_map[c] for c in folder.classes))
+    samples = [replace(s, label=targets.index(class_map[folder.classes[s.label]])) for s in folder.samples]
+    return replace(folder, classes=targets, samples=samples)
+
+
+def limit_per_class(samples: list[Sample], n: int | None, seed: int) -> list[Sample]:
+    """At most about n images per class, taken by whole groups so the split stays group-disjoint."""
+    if not n:
+        return samples
+    rng = random.Random(seed)
+    kept: list[Sample] = []
+    for label in sorted({s.label for s in samples}):
+        by_group: dict[str, list[Sample]] = {}
+        for s in samples:
+            if s.label == label:
+                by_group.setdefault(s.group, []).append(s)
+        groups = sorted(by_group)
+        rng.shuffle(groups)
+        count = 0
+        for g in groups:
+            if count >= n:
+                break
+            kept += by_group[g]
+            count += len(by_group[g])
+    return kept
+
+
+def prepare_split(cfg: TrainConfig, out_dir: Path) -> Split:
+    """Scan and split (or reload cfg.split_file), write split.json and data_report.json."""
+    if cfg.split_file:
+        split = load_split(cfg.split_file, root=cfg.data, mask_root=cfg.mask_root)
+        report = {"split_file": cfg.split_file}
+    else:
+        if not cfg.data:
+            raise ValueError("no data folder: pass --data DIR or set 'data' in the config")
+        folder = scan_image_folder(cfg.data, cfg.group_pattern, cfg.mask_root, cfg.classes)
+        report = folder.report()
+        if cfg.class_map:
+            folder = apply_class_map(folder, cfg.class_map)
+        split = make_split(folder, cfg.val_frac, cfg.test_frac, cfg.split_seed)
+    split.train = limit_per_class(split.train, cfg.max_per_class, cfg.split_seed)
+    save_split(split, out_dir / "split.json")
+    (out_dir / "data_report.json").write_text(json.dumps(report, indent=1))
+    return split
+
+
+def class_counts(samples: list[Sample], n_classes: int) -> np.ndarray:
+    return np.bincount([s.label for s in samples], minlength=n_classes)
+
+
+def make_loaders(cfg: TrainConfig, split: Split, with_masks: bool):
+    cache = ImageCache(cfg.image_size, ".data_cache" if cfg.cache else None)
+    ttf = train_transform(cfg.image_size, cfg.mean, cfg.std, cfg.crop_scale, cfg.color_jitter, cfg.stain_jitter,
+                          cfg.augment)
+    train_ds = HistoDataset(split.train, cfg.image_size, ttf, with_masks=with_masks, cache=cache)
+    val_ds = HistoDataset(split.val, cfg.image_size, eval_transform(cfg.mean, cfg.std), cache=cache)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    sampler = None
+    if cfg.imbalance == "sampler":
+        counts = class_counts(split.train, len(split.classes))
+        weights = [1.0 / counts[s.label] for s in split.train]
+        sampler = torch.utils.data.WeightedRandomSampler(weights, len(weights), replacement=True, generator=gen)
+    kw = dict(num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0)
+    train_loader = torch.utils.data.DataLoader(train_ds, cfg.batch_size, shuffle=sampler is None, sampler=sampler,
+                                               generator=gen, drop_last=len(train_ds) > cfg.batch_size, **kw)
+    val_loader = torch.utils.data.DataLoader(val_ds, cfg.batch_size, shuffle=False, **kw)
+    return train_loader, val_loader, cache
+
+
+def class_weights(cfg: TrainConfig, split: Split) -> torch.Tensor | None:
+    """Inverse-frequency weights, n / (k * n_c), so every class carries the same total weight."""
+    if cfg.imbalance != "weights":
+        return None
+    counts = class_counts(split.train, len(split.classes)).astype(np.float64)
+    w = counts.sum() / (len(counts) * np.maximum(counts, 1))
+    return torch.tensor(w, dtype=torch.float32)
+
+
+# ----------------------------------------------------------------------------- model and optimiser
+
+
+def build_model(cfg: TrainConfig, num_classes: int) -> tuple[torch.nn.Module, dict]:
+    model_args = dict(cfg.model_args, num_classes=num_classes)
+    return models.create_model(cfg.model, **model_args), model_args
+
+
+def load_init_weights(model: torch.nn.Module, path) -> dict:
+    """Load a torchvision-format state dict with strict=False; report what did not fit.
+
+    Attention variants have keys torchvision lacks (attn.*) and the classifier's shape differs
+    with the number of classes, so those are reported, not fatal; nothing loaded at all is.
+    """
+    sd = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("model", "state_dict"):  # our checkpoints and common wrappers nest the weights
+        if isinstance(sd, dict) and isinstance(sd.get(key), dict):
+            sd = sd[key]
+    own = model.state_dict()
+    shape_mismatch = [k for k, v in sd.items() if k in own and own[k].shape != v.shape]
+    sd = {k: v for k, v in sd.items() if k not in shape_mismatch}
+    result = model.load_state_dict(sd, strict=False)
+    loaded = len(sd) - len(result.unexpected_keys)
+    if loaded == 0:
+        raise ValueError(f"--init {path}: no key matches the model; is it a state dict of this architecture?")
+    report = {"loaded": loaded, "missing": list(result.missing_keys), "unexpected": list(result.unexpected_keys),
+              "shape_mismatch": shape_mismatch}
+    print(f"init from {path}: loaded {loaded} tensors; missing {len(report['missing'])} "
+          f"{report['missing'][:8]}; unexpected {len(report['unexpected'])} {report['unexpected'][:8]}; "
+          f"shape mismatch (left at init) {shape_mismatch}")
+    return report
+
+
+def make_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True)
+    raise ValueError(f"unknown optimizer {cfg.optimizer!r}; use adamw, adam or sgd")
+
+
+def get_lr(cfg: TrainConfig, epoch: int) -> float:
+    """Linear warmup from lr/10, then cosine decay to lr/100 (or constant)."""
+    if epoch < cfg.warmup_epochs:
+        return cfg.lr * (0.1 + 0.9 * epoch / max(cfg.warmup_epochs, 1))
+    if cfg.schedule == "constant":
+        return cfg.lr
+    if cfg.schedule != "cosine":
+        raise ValueError(f"unknown schedule {cfg.schedule!r}; use cosine or constant")
+    t = (epoch - cfg.warmup_epochs) / max(cfg.epochs - cfg.warmup_epochs, 1)
+    return cfg.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def pick_device(cfg: TrainConfig) -> torch.device:
+    if cfg.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' asked for, but torch sees no CUDA device")
+    return torch.device(cfg.device)
+
+
+def autocast(device: torch.device, enabled: bool):
+    """bfloat16 autocast on CUDA when asked; CPU always runs in float32."""
+    if device.type != "cuda" or not enabled:
+        return nullcontext()
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast("cuda", dtype=dtype)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+# ----------------------------------------------------------------------------- one pass
+
+
+@torch.no_grad()
+def predict(model, loader, device, amp: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Logits (forward: the fused ones for gated_fusion) and labels of a loader, in order."""
+    model.eval()
+    logits, labels = [], []
+    for batch in loader:
+        batch = to_device(batch, device)
+        with autocast(device, amp):
+            out = model(batch["image"])
+        logits.append(out.float().cpu())
+        labels.append(batch["label"].cpu())
+    return torch.cat(logits).numpy(), torch.cat(labels).numpy()
+
+
+def train_one_epoch(model, loader, criterion, optimizer, scaler, cfg, device, epoch: int) -> dict:
+    model.train()
+    total, correct, seen, parts = 0.0, 0, 0, {}
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, mininterval=5, dynamic_ncols=True)
+    for batch in bar:
+        batch = to_device(batch, device)
+        with autocast(device, cfg.amp):
+            out = criterion(model, batch, epoch)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(out.loss).backward()
+        if cfg.grad_clip > 0:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        n = len(batch["label"])
+        total += out.loss.item() * n
+        correct += (out.logits.argmax(1) == batch["label"]).sum().item()
+        seen += n
+        for k, v in out.parts.items():
+            parts[k] = parts.get(k, 0.0) + v * n
+        bar.set_postfix(loss=f"{total / seen:.3f}")
+    return {"train_loss": total / max(seen, 1), "train_acc": correct / max(seen, 1),
+            **{f"train_{k}": v / max(seen, 1) for k, v in parts.items()}}
+
+
+def checkpoint_dict(model, model_args, cfg, split, epoch, history, best, extra=None) -> dict:
+    ckpt = {
+        "model": model.state_dict(),
+        "architecture": cfg.model,
+        "model_args": model_args,
+        "config": cfg.to_dict(),
+        "classes": list(split.classes),
+        "preprocessing": {"size": cfg.image_size, "mean": list(cfg.mean), "std": list(cfg.std)},
+        "epoch": epoch,
+        "best_val": best,
+        "history": history,
+    }
+    return ckpt | (extra or {})
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+def train(cfg: TrainConfig, out_dir, resume: bool = False) -> dict:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    seed_everything(cfg.seed)
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    if resume and (out_dir / "split.json").is_file():
+        cfg = replace(cfg, split_file=str(out_dir / "split.json"))  # resume on the very same split
+    save_config(cfg, out_dir / "config.json")
+    split = prepare_split(cfg, out_dir)
+    device = pick_device(cfg)
+    model, model_args = build_model(cfg, len(split.classes))
+    if cfg.init and not resume:
+        load_init_weights(model, cfg.init)
+    model.to(device)
+    criterion = build_criterion(cfg, class_weights(cfg, split))
+    if criterion.needs_masks and split.mask_root is None:
+        raise ValueError(f"aux_loss {cfg.aux_loss!r} needs masks: set mask_root (e.g. --set mask_root=DIR)")
+    train_loader, val_loader, _ = make_loaders(cfg, split, criterion.needs_masks)
+    optimizer = make_optimizer(cfg, model)
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and cfg.amp
+                                  and not torch.cuda.is_bf16_supported())
+    start_epoch, history, best, stale = 0, [], -math.inf, 0
+    if resume and (out_dir / "last.pt").is_file():
+        last = torch.load(out_dir / "last.pt", map_location="cpu", weights_only=True)
+        model.load_state_dict(last["model"])
+        optimizer.load_state_dict(last["optimizer"])
+        scaler.load_state_dict(last["scaler"])
+        torch.set_rng_state(last["torch_rng"])
+        start_epoch, history, best, stale = last["epoch"] + 1, last["history"], last["best_val"], last["stale"]
+        print(f"resumed from {out_dir / 'last.pt'} at epoch {start_epoch + 1}")
+    print(f"training {cfg.model} on {device} ({len(split.train)} train / {len(split.val)} val / "
+          f"{len(split.test)} test images, {len(split.classes)} classes) -> {out_dir}")
+    t0 = time.time()
+    for epoch in range(start_epoch, cfg.epochs):
+        # determine and set the learning rate for this epoch
+        lr = get_lr(cfg, epoch)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+
+        # forward, backward, update over one pass of the training set
+        row = {"epoch": epoch + 1, "lr": lr}
+        row |= train_one_epoch(model, train_loader, criterion, optimizer, scaler, cfg, device, epoch)
+
+        # evaluate on the validation split and checkpoint the best epoch
+        last_epoch = epoch + 1 == cfg.epochs
+        if (epoch + 1) % cfg.eval_every == 0 or last_epoch:
+            logits, labels = predict(model, val_loader, device, cfg.amp)
+            val = classification_metrics(labels, probabilities(logits), split.classes)
+            row |= {"val_loss": float(torch.nn.functional.cross_entropy(torch.from_numpy(logits),
+                                                                        torch.from_numpy(labels))),
+                    "val_acc": val["accuracy"], "val_bal_acc": val["balanced_accuracy"]}
+            score = val[cfg.select_metric]
+            stale = stale + 1
+            if score > best:
+                best, stale = score, 0
+                torch.save(checkpoint_dict(model, model_args, cfg, split, epoch, history + [row], best),
+                           out_dir / "checkpoint.pt")
+                row["best"] = True
+        history.append(row)
+        torch.save(checkpoint_dict(model, model_args, cfg, split, epoch, history, best, {
+            "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+            "torch_rng": torch.get_rng_state(), "stale": stale}), out_dir / "last.pt")
+
+        # log
+        (out_dir / "history.json").write_text(json.dumps(history, indent=1))
+        print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
+              + f" elapsed={time.time() - t0:.0f}s", flush=True)
+
+        # termination: early stop after `patience` evaluations without improvement
+        if cfg.patience and stale >= cfg.patience:
+            print(f"stopping early: no better {cfg.select_metric} in {stale} evaluations")
+            break
+    return {"best_val": best, "epochs_run": len(history), "seconds": time.time() - t0}
