@@ -23,7 +23,13 @@ def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
 
     @functools.wraps(fn)
     def entrypoint(**kwargs) -> nn.Module:
-        model = fn(**kwargs)
+        try:
+            model = fn(**kwargs)
+        except TypeError as exc:
+            # a misspelt option surfaces deep in a constructor; name the model it was meant for
+            if "unexpected keyword argument" not in str(exc):
+                raise
+            raise ValueError(f"{name}: {exc}") from exc
         cfg = dict(getattr(model, "pretrained_cfg", None) or {})
         cfg.update(architecture=name, num_classes=model.num_classes, model_args=dict(kwargs))
         model.pretrained_cfg = cfg
