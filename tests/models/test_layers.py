@@ -152,3 +152,10 @@ def test_activation_attention_map_is_sum_of_squares_normalised():
     assert torch.allclose(out[0, :, 1, 2], 2 * a[0, :, 1, 2], atol=1e-4)
     with pytest.raises(ValueError):
         ActivationAttention(4, p=0)
+
+
+def test_channel_attention_shares_one_mlp_over_avg_and_max(x):
+    module = ChannelAttention(32).eval()
+    mlp = nn.Sequential(module.fc1, module.act, module.fc2)
+    avg, mx = x.mean((2, 3), keepdim=True), x.amax((2, 3), keepdim=True)
+    assert torch.allclose(module.attention(x), torch.sigmoid(mlp(avg) + mlp(mx)), atol=1e-6)
