@@ -18,8 +18,8 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure(level: str) -> None:
-    """Send the service's loggers to stderr as JSON (called by `python -m service`, not at import)."""
-    handler = logging.StreamHandler(sys.stderr)
+    """Send the service's loggers to stdout as JSON (called by `python -m service`, not at import)."""
+    handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger("histoserve")
     root.handlers[:] = [handler]
