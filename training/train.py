@@ -216,7 +216,7 @@ def predict(model, loader, device, amp: bool) -> tuple[np.ndarray, np.ndarray]:
 def train_one_epoch(model, loader, criterion, optimizer, scaler, cfg, device, epoch: int) -> dict:
     model.train()
     total, correct, seen, parts = 0.0, 0, 0, {}
-    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, mininterval=5, dynamic_ncols=True)
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, mininterval=2, disable=None)  # off when not a TTY
     for batch in bar:
         batch = to_device(batch, device)
         with autocast(device, cfg.amp):

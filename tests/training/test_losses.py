@@ -60,3 +60,35 @@ def test_fusion_lambda_schedule_scaled_to_the_run():
     # a 50-epoch run steps every 5 epochs
     assert [fusion_lambda(e, 50) for e in (0, 4, 5, 10, 49)] == pytest.approx([1.0, 1.0, 0.9, 0.8, 0.1])
     assert fusion_lambda(10_000, 50) == 0.0
+
+
+@pytest.mark.parametrize("name,options,aux_loss,parts", [
+    ("tad_resnext50", {"widths": [16, 16, 32, 32], "groups": 2, "width_per_group": 8}, "tad", {"cls", "att4_teacher", "att5_self"}),
+    ("gated_fusion", {"global_kwargs": {"widths": [8, 8, 16, 16]}, "local_kwargs": {"widths": [8, 8, 16, 16]},
+                      "local_size": 16}, "gated_fusion", {"global", "fusion", "lambda"}),
+])
+def test_criteria_consume_forward_aux_of_real_networks(name, options, aux_loss, parts):
+    import models
+    from training.config import TrainConfig
+    from training.losses import build_criterion
+
+    torch.manual_seed(0)
+    model = models.create_model(name, num_classes=3, **options)
+    criterion = build_criterion(TrainConfig(aux_loss=aux_loss, loss="focal", epochs=10))
+    batch = {"image": torch.randn(2, 3, 32, 32), "label": torch.tensor([0, 2]),
+             "mask": (torch.rand(2, 1, 32, 32) > 0.5).float(), "has_mask": torch.tensor([True, False])}
+    out = criterion(model, batch, epoch=0)
+    assert set(out.parts) == parts and out.logits.shape == (2, 3)
+    out.loss.backward()
+    assert model.conv1.weight.grad is not None if hasattr(model, "conv1") else True
+
+
+def test_tad_loss_refuses_a_network_without_attention_maps():
+    import models
+    from training.config import TrainConfig
+    from training.losses import build_criterion
+
+    model = models.create_model("resnet18", num_classes=3, widths=[8, 8, 8, 8])
+    with pytest.raises(ValueError, match="att4"):
+        build_criterion(TrainConfig(aux_loss="tad"))(model, {"image": torch.randn(2, 3, 32, 32),
+                                                            "label": torch.tensor([0, 1])}, 0)
