@@ -29,6 +29,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-naive", action="store_true", help="skip the naive eager-PyTorch endpoint")
     parser.add_argument("--int8", action="store_true",
                         help="also build an int8 (static quantization) variant of each classifier and compare it")
+    parser.add_argument("--int8-store", type=Path, help="keep the int8 bundles in this store (default: not kept)")
     parser.add_argument("--level-seconds", type=float, help="override the time bound of each load level")
     parser.add_argument("--soak-requests", type=int, help="override the requests between the two memory readings")
     return parser.parse_args(argv)
@@ -45,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     command = shlex.join(["python", "-m", "bench", *(sys.argv[1:] if argv is None else argv)])
     results, json_path, md_path = run(plan, store=store, data_dir=args.data_dir or default_data_dir(),
                                       results_dir=args.results_dir, models=args.models, adapt_model=args.adapt_model,
-                                      naive=not args.no_naive, command=command, int8=args.int8)
+                                      naive=not args.no_naive, command=command, int8=args.int8,
+                                      int8_store=args.int8_store)
     print(md_path.read_text(encoding="utf-8"))
     print(f"bench: wrote {json_path} and {md_path}", file=sys.stderr)
     return 1 if results["problems"] else 0

@@ -143,6 +143,24 @@ def markdown(results: dict) -> str:
                 f"Service RSS {mem['before_bytes'] / 2**20:.1f} MiB after warm-up, "
                 f"{mem['after_bytes'] / 2**20:.1f} MiB after {mem['requests']} more requests "
                 f"({mem['growth'] * 100:+.2f}%).", ""]
+    for ref, q in (results.get("int8") or {}).items():
+        rf, ri = q["raw"]["fp32"], q["raw"]["int8"]
+        out += [f"## int8 variant of {ref}", "", f"Static quantization, {q['calibration_images']} calibration images; "
+                f"evaluated on {q['eval_images']} images ({q['source']}).", "",
+                "| | fp32 | int8 |", "|---|---:|---:|",
+                f"| accuracy | {_f(q['accuracy']['fp32'], 3)} | {_f(q['accuracy']['int8'], 3)} |",
+                f"| balanced accuracy | {_f(q['balanced_accuracy']['fp32'], 3)} | {_f(q['balanced_accuracy']['int8'], 3)} |",
+                f"| raw images/s, best batch | {_f(rf['best_images_per_s'])} | {_f(ri['best_images_per_s'])} |",
+                f"| raw batch-1 p50 ms | {_f(rf['batches']['1']['latency']['p50_ms'], 2)} | "
+                f"{_f(ri['batches']['1']['latency']['p50_ms'], 2)} |", "",
+                f"Top-1 agreement {_f(q['top1_agreement'], 3)}, max |probability difference| "
+                f"{_f(q['max_abs_probability_diff'], 4)}."]
+        if "gradcam" in q:
+            g = q["gradcam"]
+            out.append(f"Grad-CAM on int8 features vs fp32 ({g['images']} images): mean |diff| "
+                       f"{_f(g['mean_abs_diff'], 4)}, max |diff| {_f(g['max_abs_diff'], 3)}, "
+                       f"mean Pearson r {_f(g['mean_pearson'], 3)}.")
+        out += [f"Servable (balanced accuracy within 1 point and faster): {'yes' if q['servable'] else 'no'}.", ""]
     out += ["## Targets", "", f"Top concurrency in this run: {top}. Ratios from this one run on this machine.", "",
             "| bundle | target | measured | goal | status |", "|---|---|---:|---:|---|"]
     for row in results["targets"]:

@@ -236,7 +236,8 @@ def commit() -> str:
 
 
 def run(plan: Plan, *, store: Path, data_dir: Path, results_dir: Path, models: list[str] | None,
-        adapt_model: str | None, naive: bool, command: str, int8: bool = False) -> tuple[dict, Path, Path]:
+        adapt_model: str | None, naive: bool, command: str, int8: bool = False,
+        int8_store: Path | None = None) -> tuple[dict, Path, Path]:
     """Run every measurement and write `<results_dir>/<timestamp>.json` and `.md`."""
     store = Path(store).resolve()
     bundles, notes = latest_bundles(store, models)
@@ -286,10 +287,14 @@ def run(plan: Plan, *, store: Path, data_dir: Path, results_dir: Path, models: l
             print("bench: naive eager-PyTorch endpoint", file=sys.stderr)
             runner.naive_runs(results["bundles"])
         results["problems"] = runner.problems
-    if int8:
-        from . import quantize
+        if int8:
+            from . import quantize  # needs the onnx package (the train extra)
 
-        results["int8"] = quantize.compare_all(bundles, samples, data_dir, settings, plan)
+            print("bench: int8 variants", file=sys.stderr)
+            results["int8"] = quantize.compare_all(bundles, samples, data_dir, settings, plan,
+                                                   Path(int8_store or Path(tmp) / "int8_store"))
+            if int8_store is None:
+                notes.append("int8 bundles were built in a temporary store and removed; keep them with --int8-store")
     results["notes"] = notes
     results["targets"] = report.evaluate(results)
 
