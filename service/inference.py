@@ -84,7 +84,7 @@ async def gradcam(model: LoadedModel, image: Image.Image, target: str | None) ->
 
 def map_png(heatmap: np.ndarray) -> bytes:
     """The map as an 8-bit grayscale PNG at its own size (value = round(255 * map))."""
-    return encode_png(Image.fromarray(map_to_uint8(heatmap), mode="L"))
+    return encode_png(Image.fromarray(map_to_uint8(heatmap)))
 
 
 def map_to_uint8(heatmap: np.ndarray) -> np.ndarray:
@@ -100,8 +100,8 @@ def _colormap(values: np.ndarray) -> np.ndarray:
 
 def overlay_png(image: Image.Image, heatmap: np.ndarray, alpha: float = 0.45) -> bytes:
     """The map resized to the input image and blended over it, as a PNG the input's size."""
-    gray = Image.fromarray(map_to_uint8(heatmap), mode="L").resize(image.size, Image.Resampling.BILINEAR)
-    colour = Image.fromarray(_colormap(np.asarray(gray, dtype=np.float32) / 255.0), mode="RGB")
+    gray = Image.fromarray(map_to_uint8(heatmap)).resize(image.size, Image.Resampling.BILINEAR)
+    colour = Image.fromarray(_colormap(np.asarray(gray, dtype=np.float32) / 255.0))
     buf = io.BytesIO()
     Image.blend(image.convert("RGB"), colour, alpha).save(buf, format="PNG")
     return buf.getvalue()
