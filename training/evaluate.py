@@ -91,6 +91,9 @@ def evaluate_run(run_dir, data=None, mask_root=None, baseline: bool | None = Non
         "majority_rate": test["majority_rate"],
         "baseline_test": {k: metrics["baseline"]["test"].get(k) for k in HEADLINE} if "baseline" in metrics else None,
     }
+    data_report = run / "data_report.json"
+    if data_report.is_file():  # skipped unreadable images and missing masks, counted at scan time
+        metrics["data"] = json.loads(data_report.read_text())
     metrics["evaluated_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     metrics["eval_seconds"] = time.time() - t0
     (run / "metrics.json").write_text(json.dumps(metrics, indent=1))

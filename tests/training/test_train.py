@@ -125,3 +125,24 @@ def test_dataset_thresholds_masks_and_flags_missing_ones(tiny_folder, tmp_path):
     assert first["has_mask"] and not second["has_mask"]
     assert first["mask"][0, :, :8].sum() == 0 and first["mask"][0, :, 8:].min() == 1
     assert second["mask"].sum() == 0
+
+
+def test_cli_baseline_uses_the_split_code(colour_folder, tmp_path, capsys):
+    out = tmp_path / "base"
+    assert main(["baseline", "--data", str(colour_folder), "--out", str(out), "--set", "image_size=16",
+                 "--set", "cache=false", "--set", "val_frac=0.25", "--set", "test_frac=0.25"]) == 0
+    result = json.loads((out / "baseline.json").read_text())
+    assert (out / "split.json").is_file()
+    # colour separates these classes completely: the colour-histogram baseline must find it
+    assert result["test"]["accuracy"] == 1.0
+    assert "baseline test" in capsys.readouterr().out
+
+
+def test_unreadable_image_is_counted_in_the_run_report(colour_folder, tmp_path):
+    bad = colour_folder / "red" / "GT0999-1-400-000.png"
+    bad.write_bytes(b"not a png")
+    run = tmp_path / "run"
+    with pytest.warns(UserWarning, match="GT0999-1-400-000.png"):
+        train(load_config(None, TINY + [f"data=\"{colour_folder}\"", "epochs=1", "baseline=false"]), run)
+    metrics = evaluate_run(run, baseline=False)
+    assert metrics["data"]["skipped_count"] == 1 and metrics["data"]["skipped"][0]["file"].endswith(bad.name)
