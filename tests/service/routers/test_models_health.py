@@ -119,3 +119,12 @@ def test_unexpected_error_is_json_and_service_keeps_serving(app_factory):
         assert r.headers["x-request-id"] in r.json()["error"]["message"]
         registry.classifier = real
         assert c.post("/classify", files=[("files", ("a.png", png(random_rgb(1)), "image/png"))]).status_code == 200
+
+
+def test_building_the_app_opens_nothing(tmp_path):
+    # Models load in the lifespan only: a store that does not exist is not even looked at here.
+    app = create_app(Settings(model_store=tmp_path / "does-not-exist", state_dir=tmp_path / "s"))
+    assert getattr(app.state, "registry", None) is None and not (tmp_path / "s").exists()
+    with TestClient(app) as c:
+        assert c.get("/models").json()["models"] == []
+    assert (tmp_path / "s" / "adapters").is_dir()
