@@ -81,6 +81,11 @@ def measure(bundle: Bundle, samples: list[Sample], settings: Settings, *, second
         "best_images_per_s_with_decode": 1.0 / (1.0 / best["images_per_s"] + decode_mean_s),
         "batch1_p50_plus_decode_p50_ms": batches["1"]["latency"]["p50_ms"] + decode["p50_ms"],
     }
+    if runtime.gradcam_session is not None:
+        # The Grad-CAM head alone at batch 1: what /gradcam adds to a classify call.
+        feats = runtime.run(np.stack(tensors[:1]))["features"]
+        target = np.zeros(1, dtype=np.int64)
+        result["gradcam_head"] = summarize_ms(_timed(lambda: runtime.gradcam(feats, target), seconds, min_runs))
     if bundle.has_embedding:
         result["embed_support_set"] = _embed_support(runtime, bundle, samples, settings, seconds, ways * shots)
     return result

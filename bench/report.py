@@ -120,6 +120,8 @@ def markdown(results: dict) -> str:
         out += ["", f"Best batch {raw['best_batch']}: {_f(raw['best_images_per_s'])} images/s, "
                 f"{_f(raw['best_images_per_s_with_decode'])} images/s with decode; batch 1 p50 + decode p50 = "
                 f"{_f(raw['batch1_p50_plus_decode_p50_ms'], 2)} ms."]
+        if "gradcam_head" in raw:
+            out.append(f"Raw Grad-CAM head (gradcam.onnx on batch-1 features): p50 {_f(raw['gradcam_head']['p50_ms'], 2)} ms.")
         if "embed_support_set" in raw:
             out.append(f"Raw decode + embed of 25 images (chunks of {raw['embed_support_set']['chunk']}): "
                        f"p50 {_f(raw['embed_support_set']['latency']['p50_ms'])} ms.")
@@ -137,6 +139,11 @@ def markdown(results: dict) -> str:
         if runs:
             out += ["| server (POST /classify unless named) | concurrency | req/s | p50 ms | p95 ms | p99 ms | ok/sent |",
                     "|---|---:|---:|---:|---:|---:|---:|", *runs, ""]
+            cpu = [(r["client_cpu_s"], r["sent"]) for key in ("batched", "unbatched")
+                   for r in (_get(entry, "service", key) or {}).values()]
+            if sum(n for _, n in cpu):
+                out += [f"Load generator CPU (its own process, same machine): "
+                        f"{1000 * sum(c for c, _ in cpu) / sum(n for _, n in cpu):.2f} ms per /classify request.", ""]
     mem = results.get("memory") or {}
     if mem.get("before_bytes") is not None:
         out += ["## Memory", "",

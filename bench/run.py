@@ -43,7 +43,7 @@ class Plan:
 
 
 QUICK = Plan("quick", (1, 2), 6, 20.0, 2, 0.2, SHOTS, 3, 2, 30, 60.0)
-FULL = Plan("full", (1, 8, 32), 3000, 8.0, 16, 2.0, 16, 60, 10, 5000, 180.0)
+FULL = Plan("full", (1, 8, 32), 3000, 8.0, 16, 2.0, 16, 60, 10, 5000, 240.0)
 
 
 def latest_bundles(store: Path, wanted: list[str] | None) -> tuple[list[Bundle], list[str]]:
