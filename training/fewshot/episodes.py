@@ -79,9 +79,6 @@ class EpisodeSampler:
             name(c) for c in classes if not self._can_split(c, np.random.default_rng([seed, c]))
         )
 
-    def __len__(self) -> int:  # no natural length: episodes are indexed by any non-negative integer
-        raise TypeError("EpisodeSampler is unbounded; index it with sampler.episode(i)")
-
     def episode(self, index: int) -> Episode:
         rng = np.random.default_rng([self.seed, index])
         picked = rng.choice(len(self.classes), size=self.n_way, replace=False)
