@@ -19,6 +19,7 @@ import sys
 COMMAND_MODULES = (
     "training.cli",  # train, evaluate, baseline (below)
     "training.fewshot.cli",  # fewshot, fewshot-eval, fewshot-export
+    "training.export_cli",  # export, verify, localise
 )
 
 
