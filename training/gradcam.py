@@ -166,6 +166,8 @@ def _bundle_cams(bundle_dir: Path, images: np.ndarray, targets: np.ndarray | Non
     if "gradcam" not in graphs:
         raise ValueError(f"bundle {bundle_dir} has no gradcam graph")
     opts = ort.SessionOptions()
+    # the eager model is not running beside these sessions, but idle spinning threads still cost CPU
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     classify = ort.InferenceSession(str(bundle_dir / graphs["classify"]["file"]), opts,
                                     providers=["CPUExecutionProvider"])
     cam_sess = ort.InferenceSession(str(bundle_dir / graphs["gradcam"]["file"]), opts,

@@ -32,6 +32,7 @@ _ORT_DTYPES = {"tensor(float)": "float32", "tensor(int64)": "int64", "tensor(dou
 _VERSION_RE = re.compile(r"^[1-9][0-9]*$")
 PARITY_SEED = 0
 PARITY_BATCH = 3
+RAW_RTOL = 1e-3  # logits, embedding, features: max abs diff relative to the tensor's largest value
 
 
 class BundleError(Exception):
@@ -139,6 +140,17 @@ def _signature(args) -> dict:
                      "dims": [d if isinstance(d, int) else -1 for d in a.shape]} for a in args}
 
 
+def _session_options():
+    """One thread, no spinning: verify runs tiny batches, and idle ORT threads spinning beside
+    the eager PyTorch parity run would only steal its CPU."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return opts
+
+
 def open_graphs(bundle_dir: Path, manifest: dict) -> dict:
     """ONNX Runtime sessions per graph, after checking each graph's inputs/outputs against the manifest."""
     import onnx
@@ -151,7 +163,7 @@ def open_graphs(bundle_dir: Path, manifest: dict) -> dict:
             raise BundleError(f"{path}: graph {key!r} file is not listed (hashed) in the manifest")
         try:
             proto = onnx.load(str(path), load_external_data=False)
-            sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            sess = ort.InferenceSession(str(path), _session_options(), providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnx and ORT raise several unrelated types for a corrupt file
             raise BundleError(f"{path}: graph {key!r} does not load ({type(exc).__name__}: {exc})") from exc
         opset = max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=0)
@@ -222,10 +234,12 @@ def _parity(model, manifest: dict, images: np.ndarray, outs: dict, atol_probs: f
             ok = diff <= atol_probs
         elif name == "gradcam":
             ok = diff <= atol_cam
-        else:  # raw tensors: scale-aware, since features and logits are not bounded
-            ok = np.allclose(outs[name], value.numpy(), rtol=1e-3, atol=1e-4)
+        else:
+            # raw tensors are unbounded and float32 error grows with depth and scale (a 110-layer
+            # network reaches 1e2..1e7): compare with the tensor's own scale, not element by element
+            ok = diff <= RAW_RTOL * max(1.0, float(np.abs(value.numpy()).max()))
         if not ok:
-            tol = atol_probs if name == "probabilities" else atol_cam if name == "gradcam" else "rtol 1e-3"
+            tol = atol_probs if name == "probabilities" else atol_cam if name == "gradcam" else f"{RAW_RTOL} x scale"
             raise BundleError(f"parity: ONNX {name!r} differs from eager PyTorch by {diff:.3g} (tolerance {tol})")
     return report
 
