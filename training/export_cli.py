@@ -117,13 +117,13 @@ def _export(args) -> int:
 
     run = Path(args.run)
     model, ckpt, metrics = load_run(run)
+    if not metrics:
+        raise SystemExit(f"{run} has no metrics.json: run `python -m training evaluate --run {run}` first, "
+                         "a bundle must carry its held-out metrics")
     cfg = TrainConfig(**ckpt["config"])
     split = load_split(run / "split.json", root=args.data)
     size = int(ckpt["preprocessing"]["size"])
     mean, std = ckpt["preprocessing"]["mean"], ckpt["preprocessing"]["std"]
-    if not metrics:
-        raise SystemExit(f"{run} has no metrics.json: run `python -m training evaluate --run {run}` first, "
-                         "a bundle must carry its held-out metrics")
 
     bundle_metrics = {"test": metrics["test"], "majority_rate": metrics.get("majority_rate"),
                       "val": metrics.get("val")}
