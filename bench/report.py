@@ -150,6 +150,10 @@ def markdown(results: dict) -> str:
                 f"Service RSS {mem['before_bytes'] / 2**20:.1f} MiB after warm-up, "
                 f"{mem['after_bytes'] / 2**20:.1f} MiB after {mem['requests']} more requests "
                 f"({mem['growth'] * 100:+.2f}%).", ""]
+        if mem.get("timeline"):
+            out += ["| RSS after | requests since warm-up | MiB |", "|---|---:|---:|"]
+            out += [f"| {t['after']} | {t['requests']} | {_f((t['rss_bytes'] or 0) / 2**20)} |" for t in mem["timeline"]]
+            out.append("")
     for ref, q in (results.get("int8") or {}).items():
         rf, ri = q["raw"]["fp32"], q["raw"]["int8"]
         out += [f"## int8 variant of {ref}", "", f"Static quantization, {q['calibration_images']} calibration images; "

@@ -150,6 +150,9 @@ class Runner:
             for ref in self.adapt_refs:
                 self._load(server, "/adapt", _adapt_bodies(self.samples, ref, 1), 1, 1, warmup=0, what="warm-up")
             before, counted = server.rss(), 0
+            # RSS along the way: growth that stops after the first requests is allocators settling,
+            # growth that goes on through both halves of the soak is a leak.
+            timeline = [{"after": "warm-up", "requests": 0, "rss_bytes": before}]
             for b in self.classifiers:
                 entry = results[b.ref]
                 levels = self._levels(server, "/classify", _classify_bodies(self.samples, b.ref), "batched")
@@ -159,17 +162,25 @@ class Runner:
                     entry["gradcam"] = self._load(server, "/gradcam", _classify_bodies(self.samples, b.ref, "file"),
                                                   1, self.plan.gradcam_requests)
                     counted += entry["gradcam"]["sent"]
+                timeline.append({"after": f"{b.ref} levels and /gradcam", "requests": counted, "rss_bytes": server.rss()})
             for ref in self.adapt_refs:
                 run = self._load(server, "/adapt", _adapt_bodies(self.samples, ref, self.plan.adapt_requests), 1,
                                  self.plan.adapt_requests, seconds=3 * self.plan.level_seconds, warmup=0)
                 results[ref]["adapt"] = {**run, "model": ref}
                 counted += run["sent"]
-            if everyone and counted < self.plan.soak_requests:
-                soak = self._load(server, "/classify", everyone, top, self.plan.soak_requests - counted,
-                                  seconds=self.plan.soak_seconds, warmup=0, what="memory soak")
+                timeline.append({"after": f"{ref} /adapt", "requests": counted, "rss_bytes": server.rss()})
+            soaks = []
+            for half in (1, 2):
+                left = (self.plan.soak_requests - counted) if half == 2 else (self.plan.soak_requests - counted) // 2
+                if not everyone or left <= 0:
+                    continue
+                soak = self._load(server, "/classify", everyone, max(self.plan.levels), left,
+                                  seconds=self.plan.soak_seconds / 2, warmup=0, what=f"memory soak, half {half}")
                 counted += soak["sent"]
-                memory["soak"] = {k: soak[k] for k in ("sent", "ok", "requests_per_s", "wall_s", "stopped_by")}
+                soaks.append({k: soak[k] for k in ("sent", "ok", "requests_per_s", "wall_s", "stopped_by")})
+                timeline.append({"after": f"soak half {half}", "requests": counted, "rss_bytes": server.rss()})
             after = server.rss()
+            memory["soak"], memory["timeline"] = soaks, timeline
             if before is not None and after is not None:
                 memory.update(before_bytes=before, after_bytes=after, requests=counted,
                               growth=(after - before) / before)

@@ -36,6 +36,7 @@ def test_quick_benchmark_end_to_end(tiny_store, ebhi_dir, tmp_path, capsys):
     assert any("/adapt measured on tiny_cbam/1" in n for n in results["notes"])
     assert results["memory"]["requests"] >= results["plan"]["soak_requests"]
     assert results["memory"]["after_bytes"] > 0
+    assert [t["after"] for t in results["memory"]["timeline"]][-2:] == ["soak half 1", "soak half 2"]
 
     targets = {r["target"]: r for r in results["targets"]}
     assert set(targets) == {"service_vs_raw", "c1_latency", "vs_naive", "gradcam_vs_classify",
