@@ -63,7 +63,7 @@ def test_fusion_lambda_schedule_scaled_to_the_run():
 
 
 @pytest.mark.parametrize("name,options,aux_loss,parts", [
-    ("tad_resnext50", {"widths": [16, 16, 32, 32], "groups": 2, "width_per_group": 8}, "tad", {"cls", "att4_teacher", "att5_self"}),
+    ("tad_resnext50", {"layers": [1, 1, 1, 1], "widths": [16, 16, 32, 32], "groups": 2, "width_per_group": 8}, "tad", {"cls", "att4_teacher", "att5_self"}),
     ("gated_fusion", {"global_kwargs": {"widths": [8, 8, 16, 16]}, "local_kwargs": {"widths": [8, 8, 16, 16]},
                       "local_size": 16}, "gated_fusion", {"global", "fusion", "lambda"}),
 ])
