@@ -27,7 +27,7 @@ class TrainConfig:
     group_pattern: str | None = None  # regex with one capture group for the patient/specimen id; None: by folder name
     classes: list | None = None  # class folders to use, in this order; None: all
     class_map: dict | None = None  # folder -> target class (e.g. BreakHis subtypes -> benign/malignant); None: folders
-    max_per_class: int | None = None  # keep at most this many training images per class (fast runs), by whole groups
+    max_per_class: int | None = None  # about this many training images per class (fast runs), whole groups; new splits only
     image_size: int = 224  # side the images are decoded, cached and trained at
     mean: list = field(default_factory=lambda: [0.485, 0.456, 0.406])  # normalisation (ImageNet's, for --init weights)
     std: list = field(default_factory=lambda: [0.229, 0.224, 0.225])

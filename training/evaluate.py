@@ -74,7 +74,8 @@ def evaluate_run(run_dir, data=None, mask_root=None, baseline: bool | None = Non
         "checkpoint_epoch": ckpt["epoch"] + 1,
         "split": {"description": split.description, "file": "split.json", "seed": split.seed,
                   "counts": {p: len(split.part(p)) for p in ("train", "val", "test")},
-                  "groups": {p: len({s.group for s in split.part(p)}) for p in ("train", "val", "test")}},
+                  "groups": {p: len({s.group for s in split.part(p)}) for p in ("train", "val", "test")},
+                  "class_report": split.class_report},
         "temperature": temperature,
         # predicting the training set's largest class on the test set; and the best constant in hindsight
         "majority_rate": test["majority_rate"],

@@ -76,7 +76,8 @@ def prepare_split(cfg: TrainConfig, out_dir: Path) -> Split:
         if cfg.class_map:
             folder = apply_class_map(folder, cfg.class_map)
         split = make_split(folder, cfg.val_frac, cfg.test_frac, cfg.split_seed)
-    split.train = limit_per_class(split.train, cfg.max_per_class, cfg.split_seed)
+        # a reloaded split is already limited: limiting again could drop further groups
+        split.train = limit_per_class(split.train, cfg.max_per_class, cfg.split_seed)
     save_split(split, out_dir / "split.json")
     (out_dir / "data_report.json").write_text(json.dumps(report, indent=1))
     return split
