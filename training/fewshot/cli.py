@@ -28,6 +28,7 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="test-time override, e.g. method_args.inner_steps_test=0 (use with --label)")
     p.add_argument("--label", default="", help="suffix naming this evaluation variant in the table and files")
+    p.add_argument("--test", action="append", default=None, help="only this test set of the config, repeatable")
     p.add_argument("--reuse", action="store_true", help="use a run's existing eval.json instead of evaluating")
     p.add_argument("--table", default=None, help="write the combined table to TABLE.md and TABLE.json")
     p.add_argument("--device", default="cpu")
@@ -64,7 +65,7 @@ def _evaluate(args) -> int:
             reports.append(json.loads(cached.read_text()))
         else:
             reports.append(evaluate_run(run, shots=args.shots, episodes=args.episodes, device=args.device,
-                                        overrides=args.set, label=args.label))
+                                        overrides=args.set, label=args.label, tests=args.test))
     table = markdown_table(reports)
     print(table)
     if args.table:

@@ -66,11 +66,13 @@ def evaluate_method(method: FewShotMethod, bank: ImageBank, n_way: int, k_shot: 
 
 
 def evaluate_run(run_dir, shots=None, episodes: int | None = None, device: str = "cpu",
-                 banks: dict | None = None, overrides: list[str] | None = None, label: str = "") -> dict:
+                 banks: dict | None = None, overrides: list[str] | None = None, label: str = "",
+                 tests: list[str] | None = None) -> dict:
     """Evaluate a trained run on each of its config's test sets at each shot; writes eval{label}.json/.md.
 
     `overrides` (`key=value`, as for training) change test-time settings of the method, e.g.
     `method_args.inner_steps_test=0`; `label` then names the variant in the table and in the file names.
+    `tests` restricts the evaluation to the named test sets of the config.
     """
     run = Path(run_dir)
     method, cfg, ckpt = load_checkpoint(run / "checkpoint.pt", device, overrides)
@@ -79,8 +81,11 @@ def evaluate_run(run_dir, shots=None, episodes: int | None = None, device: str =
     mean, std = ckpt.get("mean"), ckpt.get("std")
     shots = list(shots or cfg.eval_shots)
     episodes = episodes or cfg.eval_episodes
+    unknown = sorted(set(tests or []) - {t.name for t in cfg.tests})
+    if unknown:
+        raise ValueError(f"test sets {unknown} are not in the run's config: {[t.name for t in cfg.tests]}")
     results = []
-    for test in cfg.tests:
+    for test in [t for t in cfg.tests if not tests or t.name in tests]:
         bank = (banks or {}).get(test.name) or load_bank(test, cfg.image_size)
         for k in shots:
             r = evaluate_method(method, bank, cfg.n_way, k, test.q_query, episodes, mean=mean, std=std,
