@@ -106,7 +106,12 @@ def markdown(results: dict) -> str:
            f"Command: `{meta['command']}`  ", f"Machine: {meta['machine']}  ",
            f"Versions: {meta['versions']}  ", f"Commit: {meta['commit']}  ",
            f"Service settings: {meta['service_settings']}  ",
-           f"Images: {meta['images']}", ""]
+           f"Images: {meta['images']}  "]
+    if meta.get("load_average"):
+        load = meta["load_average"]
+        out.append(f"Load average (1, 5, 15 min) on {load['cpus']} CPUs: {load['start']} at the start, "
+                   f"{load['end']} at the end; other work on the machine moves every figure.")
+    out.append("")
     for ref, entry in results["bundles"].items():
         raw = entry["raw"]
         out += [f"## {ref} ({entry['architecture']}, {entry['task']}, {entry['input_size'][0]}x{entry['input_size'][1]})",

@@ -269,6 +269,7 @@ def run(plan: Plan, *, store: Path, data_dir: Path, results_dir: Path, models: l
         notes.append("torch is not installed: the naive eager-PyTorch endpoint was not measured")
 
     timestamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    load_before = os.getloadavg()
     results: dict = {
         "meta": {"timestamp": timestamp, "command": command, "machine": machine(), "versions": versions(),
                  "commit": commit(), "store": str(store),
@@ -306,6 +307,9 @@ def run(plan: Plan, *, store: Path, data_dir: Path, results_dir: Path, models: l
                                                    Path(int8_store or Path(tmp) / "int8_store"))
             if int8_store is None:
                 notes.append("int8 bundles were built in a temporary store and removed; keep them with --int8-store")
+    # Other work on the machine moves every figure; the load average says how much there was.
+    results["meta"]["load_average"] = {"start": [round(v, 2) for v in load_before],
+                                       "end": [round(v, 2) for v in os.getloadavg()], "cpus": os.cpu_count()}
     results["notes"] = notes
     results["targets"] = report.evaluate(results)
 
