@@ -25,7 +25,8 @@ def _results(**memory) -> dict:
 
 
 def test_ratios_and_statuses():
-    rows = {(r["bundle"], r["target"]): r for r in evaluate(_results(before_bytes=100, after_bytes=104, growth=0.04))}
+    rows = {(r["bundle"], r["target"]): r for r in evaluate(_results(before_bytes=100, after_bytes=104, growth=0.04,
+                                                                         soak=[{"sent": 10}]))}
     assert rows[("clf/1", "service_vs_raw")]["value"] == pytest.approx(0.97)
     assert rows[("clf/1", "service_vs_raw")]["status"] == "met"
     assert rows[("clf/1", "c1_latency")]["value"] == pytest.approx(1.1)
@@ -45,6 +46,11 @@ def test_missing_figures_are_na_not_met():
     rows = {(r["bundle"], r["target"]): r for r in evaluate(results)}
     assert rows[("clf/1", "vs_naive")]["status"] == "n/a"
     assert ("service", "rss_growth") not in rows
+
+
+def test_memory_target_needs_a_soak():
+    rows = evaluate(_results(before_bytes=100, after_bytes=110, growth=0.1, soak=[]))
+    assert "rss_growth" not in {r["target"] for r in rows}
 
 
 @pytest.mark.parametrize(("key", "value", "status"), [
