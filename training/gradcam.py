@@ -7,7 +7,7 @@ For a feature map A (B, C, h, w) and a target logit y_c = head(A)[c]:
 alpha_k = mean_{i,j} d y_c / d A_k[i,j];  cam = ReLU(sum_k alpha_k A_k), upsampled bilinearly to
 the input size and min-max normalised per map (all zeros where the map is flat).
 
-One mechanism serves every network: `gradcam_from_features` asks autograd for d y_c / d A, and
+One mechanism serves every network: `cam_at_features` asks autograd for d y_c / d A, and
 `trace_gradcam` records that computation, backward pass included, with `make_fx` into a plain
 graph of aten ops that the ONNX exporter can translate. There is no closed form per head: a head
 of pooling + linear and the lwa_resnet head (FC, LeakyReLU, FC, ReLU, dropout, classifier) go
@@ -43,9 +43,8 @@ def normalise_maps(cam: torch.Tensor) -> torch.Tensor:
     return torch.where(flat, torch.zeros_like(cam), (cam - lo) / torch.where(flat, torch.ones_like(span), span))
 
 
-def gradcam_from_features(head: nn.Module, features: torch.Tensor, target_class: torch.Tensor,
-                          output_size: Sequence[int]) -> torch.Tensor:
-    """Grad-CAM maps (B, H, W) in [0, 1] for `target_class` (B,) int64, from the feature map alone."""
+def cam_at_features(head: nn.Module, features: torch.Tensor, target_class: torch.Tensor) -> torch.Tensor:
+    """ReLU(sum_k alpha_k A_k) at the feature map's resolution (B, 1, h, w): the part that needs autograd."""
     feats = features.detach().requires_grad_(True)
     with torch.enable_grad():
         logits = head(feats)
@@ -53,11 +52,19 @@ def gradcam_from_features(head: nn.Module, features: torch.Tensor, target_class:
         score = logits.gather(1, target_class.long()[:, None]).sum()
         (grads,) = torch.autograd.grad(score, feats)
     alpha = grads.mean(dim=(2, 3), keepdim=True)
-    cam = (alpha * feats.detach()).sum(dim=1, keepdim=True)
-    # ReLU before upsampling as in the paper; normalise_maps applies it again, harmlessly
-    cam = F.interpolate(torch.relu(cam), size=tuple(int(s) for s in output_size), mode="bilinear",
-                        align_corners=False)
+    return torch.relu((alpha * feats.detach()).sum(dim=1, keepdim=True))
+
+
+def upsample_and_normalise(cam: torch.Tensor, output_size: Sequence[int]) -> torch.Tensor:
+    """(B, 1, h, w) -> (B, H, W): bilinear to the input size, then per-map min-max (normalise_maps)."""
+    cam = F.interpolate(cam, size=tuple(int(s) for s in output_size), mode="bilinear", align_corners=False)
     return normalise_maps(cam[:, 0])
+
+
+def gradcam_from_features(head: nn.Module, features: torch.Tensor, target_class: torch.Tensor,
+                          output_size: Sequence[int]) -> torch.Tensor:
+    """Grad-CAM maps (B, H, W) in [0, 1] for `target_class` (B,) int64, from the feature map alone."""
+    return upsample_and_normalise(cam_at_features(head, features, target_class), output_size)
 
 
 @torch.no_grad()
@@ -84,17 +91,19 @@ class GradCamGraph(nn.Module):
 
     def __init__(self, head: nn.Module, example_features: torch.Tensor, output_size: Sequence[int]):
         super().__init__()
-        size = tuple(int(s) for s in output_size)
+        self.output_size = tuple(int(s) for s in output_size)
 
         def cam(features: torch.Tensor, target_class: torch.Tensor) -> torch.Tensor:
-            return gradcam_from_features(head, features, target_class, size)
+            return cam_at_features(head, features, target_class)
 
         target = torch.zeros(example_features.shape[0], dtype=torch.long)
         self.traced = make_fx(cam, tracing_mode="symbolic", _allow_non_fake_inputs=True)(
             example_features.detach(), target)
 
     def forward(self, features: torch.Tensor, target_class: torch.Tensor) -> torch.Tensor:
-        return self.traced(features, target_class)
+        # upsampling stays outside the trace: make_fx would decompose it into index gathers with
+        # (H, W) int64 constants, while the exporter maps F.interpolate to one ONNX Resize
+        return upsample_and_normalise(self.traced(features, target_class), self.output_size)
 
 
 def trace_gradcam(model: nn.Module, input_size: Sequence[int], batch: int = 2) -> GradCamGraph:
