@@ -2,7 +2,10 @@
 
 Two knobs, each named for the limit it sets (BentoML's adaptive batching): `max_batch_size`,
 the most items in one call, and `max_wait_ms`, the longest the first item of a batch waits
-for company. The queue in front is bounded; when it is full the caller gets `Overloaded`
+for company. The wait is adaptive: a batch always takes what is already queued, and it only
+waits for more when the last batch held several items, i.e. when requests are arriving
+concurrently. A lone client (concurrency 1) therefore never pays the delay, and under load the
+queue fills while ORT runs the previous batch, so batches are full anyway. The queue in front is bounded; when it is full the caller gets `Overloaded`
 (the HTTP layer answers 503 with Retry-After) instead of waiting without end. Each item
 carries its own future, so every caller gets its own row back whatever the order.
 """
@@ -52,6 +55,7 @@ class MicroBatcher:
         self._queue: asyncio.Queue[_Item] | None = None
         self._worker: asyncio.Task | None = None
         self._last_batch_seconds = 0.0
+        self._last_batch_size = 0
 
     @property
     def depth(self) -> int:
@@ -95,7 +99,8 @@ class MicroBatcher:
     async def _collect(self) -> list[_Item]:
         assert self._queue is not None
         batch = [await self._queue.get()]
-        deadline = time.monotonic() + self.max_wait_ms / 1000
+        wait_ms = self.max_wait_ms if self._last_batch_size > 1 else 0.0
+        deadline = time.monotonic() + wait_ms / 1000
         while len(batch) < self.max_batch_size:
             # Take what is already queued without waiting, then wait out the rest of the delay.
             try:
@@ -131,6 +136,7 @@ class MicroBatcher:
                 continue
             seconds = time.perf_counter() - started
             self._last_batch_seconds = seconds
+            self._last_batch_size = len(batch)
             self._on_batch(len(batch), seconds)
             for row, item in enumerate(batch):
                 if not item.future.done():

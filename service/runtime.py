@@ -35,6 +35,9 @@ def _session_options(settings: Settings) -> ort.SessionOptions:
     options.graph_optimization_level = _OPT_LEVELS[settings.graph_optimization_level]
     options.intra_op_num_threads = settings.intra_op_threads
     options.inter_op_num_threads = settings.inter_op_threads
+    spin = "1" if settings.allow_spinning else "0"
+    options.add_session_config_entry("session.intra_op.allow_spinning", spin)
+    options.add_session_config_entry("session.inter_op.allow_spinning", spin)
     options.log_severity_level = 3  # errors only: ORT's warnings about unused initialisers are noise here
     return options
 

@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     graph_optimization_level: Literal["disable", "basic", "extended", "all"] = "all"
     intra_op_threads: int = Field(0, ge=0, le=256)  # 0: ONNX Runtime decides
     inter_op_threads: int = Field(0, ge=0, le=256)
+    # Busy-waiting ORT threads cut latency on an idle, dedicated host but steal the cores from
+    # each other (classify and Grad-CAM sessions, HTTP handling) on a small or shared one.
+    allow_spinning: bool = False
 
     # --- micro-batching (exactly two knobs) and the bounded queue in front of it
     max_batch_size: int = Field(8, ge=1, le=256)

@@ -49,21 +49,40 @@ def test_concurrent_items_share_batches_and_each_gets_its_own_row():
     assert max(runner.sizes) == 4 and len(runner.sizes) < 10
 
 
-def test_a_lone_item_waits_at_most_about_max_wait():
+def test_a_lone_client_never_waits_for_company():
+    # After idle or single-item batches nobody else is coming: waiting max_wait_ms would only add latency.
     runner = Runner()
 
     async def main():
-        b = MicroBatcher(runner, max_batch_size=8, max_wait_ms=50, max_queue=8)
+        b = MicroBatcher(runner, max_batch_size=8, max_wait_ms=5000, max_queue=8)
         b.start()
         started = time.perf_counter()
-        await b.submit([np.zeros(1)])
+        for _ in range(3):
+            await b.submit([np.zeros(1)])
         elapsed = time.perf_counter() - started
         await b.stop()
         return elapsed
 
     elapsed = run(main())
-    assert 0.04 <= elapsed < 1.0
-    assert runner.sizes == [1]
+    assert elapsed < 4.0  # one wait of max_wait_ms alone would be 5 s
+    assert runner.sizes == [1, 1, 1]
+
+
+def test_after_a_shared_batch_the_next_one_waits_for_company():
+    runner = Runner()
+
+    async def main():
+        b = MicroBatcher(runner, max_batch_size=8, max_wait_ms=2000, max_queue=8)
+        b.start()
+        await asyncio.gather(b.submit([np.zeros(1)]), b.submit([np.zeros(1)]))  # concurrent: one batch of 2
+        first = asyncio.ensure_future(b.submit([np.ones(1)]))
+        await asyncio.sleep(0.05)  # the second arrives later, within max_wait_ms of the first
+        second = asyncio.ensure_future(b.submit([np.ones(1)]))
+        await asyncio.gather(first, second)
+        await b.stop()
+
+    run(main())
+    assert runner.sizes == [2, 2]
 
 
 def test_a_full_queue_raises_overloaded_and_queues_nothing():
