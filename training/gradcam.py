@@ -118,17 +118,26 @@ def trace_gradcam(model: nn.Module, input_size: Sequence[int], batch: int = 2) -
 # --- localisation against expert masks ------------------------------------------------------
 
 def pointing_hits(cams: np.ndarray, masks: np.ndarray) -> np.ndarray:
-    """Per map: True where the map's maximum pixel lies inside the mask. cams, masks: (N, H, W)."""
-    flat = cams.reshape(len(cams), -1)
-    peak = flat.argmax(axis=1)
-    return masks.reshape(len(masks), -1)[np.arange(len(masks)), peak].astype(bool)
+    """Per map: True where the map's maximum pixel lies inside the mask. cams, masks: (N, H, W).
+
+    A flat map (all zeros after ReLU) points nowhere and counts as a miss, not as its first pixel.
+    """
+    values = cams.reshape(len(cams), -1)
+    peak = values.argmax(axis=1)
+    hit = masks.reshape(len(masks), -1)[np.arange(len(masks)), peak].astype(bool)
+    return hit & ~_flat(cams)
+
+
+def _flat(cams: np.ndarray) -> np.ndarray:
+    values = cams.reshape(len(cams), -1)
+    return values.max(axis=1) <= values.min(axis=1)
 
 
 def top_coverage(cams: np.ndarray, masks: np.ndarray, top_fraction: float = 0.2) -> tuple[np.ndarray, float]:
     """Per map: fraction of the mask's pixels among the map's top `top_fraction` pixels.
 
     Returns (coverage per map, k / N): k / N is the expected coverage of a uniformly random
-    choice of k pixels, i.e. what a random map scores.
+    choice of k pixels, i.e. what a random map scores. A flat map has no top pixels: coverage 0.
     """
     if not 0.0 < top_fraction <= 1.0:
         raise ValueError(f"top_fraction must be in (0, 1], got {top_fraction}")
@@ -138,7 +147,7 @@ def top_coverage(cams: np.ndarray, masks: np.ndarray, top_fraction: float = 0.2)
     top = np.argpartition(-flat, k - 1, axis=1)[:, :k]
     m = masks.reshape(len(masks), -1).astype(bool)
     covered = np.take_along_axis(m, top, axis=1).sum(axis=1)
-    return covered / m.sum(axis=1), k / n_pix
+    return np.where(_flat(cams), 0.0, covered / m.sum(axis=1)), k / n_pix
 
 
 def localisation_scores(cams: np.ndarray, masks: np.ndarray, top_fraction: float = 0.2) -> dict:
@@ -156,6 +165,7 @@ def localisation_scores(cams: np.ndarray, masks: np.ndarray, top_fraction: float
     return {
         "n_images": int(len(cams)),
         "n_empty_masks_skipped": int((~keep).sum()),
+        "n_flat_maps": int(_flat(cams).sum()),  # scored as misses with no coverage
         "pointing_game": float(hits.mean()),
         "pointing_game_random": float(masks.reshape(len(masks), -1).mean(axis=1).mean()),
         "top_fraction": float(top_fraction),

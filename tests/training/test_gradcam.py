@@ -91,6 +91,10 @@ def test_localisation_scores_on_known_maps():
     outside = np.zeros((4, 10, 10), np.float32)
     outside[:, 8, 8] = 1.0
     assert localisation_scores(outside, masks)["pointing_game"] == 0.0
+    # a flat map points nowhere: a miss with no coverage, though its argmax (pixel 0) is in the mask
+    masks[:, 0, 0] = True
+    s = localisation_scores(np.zeros((4, 10, 10), np.float32), masks)
+    assert s["pointing_game"] == 0.0 and s["top_coverage"] == 0.0 and s["n_flat_maps"] == 4
 
 
 def test_random_maps_score_near_the_computed_baseline():
