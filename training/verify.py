@@ -32,7 +32,10 @@ _ORT_DTYPES = {"tensor(float)": "float32", "tensor(int64)": "int64", "tensor(dou
 _VERSION_RE = re.compile(r"^[1-9][0-9]*$")
 PARITY_SEED = 0
 PARITY_BATCH = 3
-RAW_RTOL = 1e-3  # logits, embedding, features: max abs diff relative to the tensor's largest value
+# logits, embedding, features: max abs diff relative to the tensor's largest value. The contract
+# bounds probabilities and Grad-CAM; this catches a wrong graph (errors of the tensor's own scale)
+# while allowing float32 drift: a random 110-layer CBAM network drifts 0.6% of its feature scale.
+RAW_RTOL = 1e-2
 
 
 class BundleError(Exception):
