@@ -18,11 +18,11 @@ from training.verify import BundleError, sha256_file, verify_bundle
 SIZE = 64
 CLASSES = ["a", "b", "c"]
 _CIFAR = re.compile(r"(se_|cbam_)?resnet(20|32|56|110)")
-# The 56- and 110-layer CIFAR variants run the same code as their 20/32-layer siblings (same
-# block, same head, more blocks), but export time grows with depth: the six of them cost more CPU
-# than all the other networks together (about 80 s of the sweep's 180 s). They run when
-# HISTOSERVE_EXPORT_ALL=1 (done before each default-bundle change), and skip with that reason otherwise.
-DEEP = {"resnet56", "resnet110", "se_resnet56", "se_resnet110", "cbam_resnet56", "cbam_resnet110"}
+# The 32-, 56- and 110-layer CIFAR variants run the same code as their 20-layer siblings (same
+# block, same head, more blocks), but export time grows with depth: the nine of them cost more CPU
+# than all the other networks together (about 150 s of the sweep's 260 s CPU). They run when
+# HISTOSERVE_EXPORT_ALL=1 (run before changing export or a network), and skip with that reason otherwise.
+DEEP = {f"{attn}resnet{depth}" for attn in ("", "se_", "cbam_") for depth in (32, 56, 110)}
 EXPORT_ALL = os.environ.get("HISTOSERVE_EXPORT_ALL") == "1"
 
 
@@ -48,7 +48,7 @@ def tiny_model(name: str, seed: int = 0) -> torch.nn.Module:
 def _sweep():
     for name in models.list_models():
         marks = [] if EXPORT_ALL or name not in DEEP else [pytest.mark.skip(
-            reason=f"{name}: same code as its 20/32-layer sibling, slow to export; set HISTOSERVE_EXPORT_ALL=1")]
+            reason=f"{name}: same code as its 20-layer sibling, slow to export; set HISTOSERVE_EXPORT_ALL=1")]
         yield pytest.param(name, marks=marks, id=name)
 
 
@@ -61,9 +61,10 @@ def test_every_network_exports_and_verifies(name, tmp_path):
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["architecture"] == name and manifest["classes"] == CLASSES
     assert manifest["model_args"]["num_classes"] == len(CLASSES)
-    report = verify_bundle(bundle, model)  # export verified it too; this re-checks from the final path
-    assert report["parity"]["probabilities_max_abs_diff"] <= 1e-4
-    assert report["parity"]["gradcam_max_abs_diff"] <= 1e-3
+    # export already checked parity with the model (it raises otherwise); re-check the published
+    # path, graphs and batch sizes without paying for the eager passes again
+    report = verify_bundle(bundle)
+    assert report["batch_sizes_run"] == [1, 3] and report["graphs"] == ["classify", "gradcam"]
 
 
 def test_manifest_follows_the_contract(tmp_path):
