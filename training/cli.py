@@ -48,6 +48,10 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.set_defaults(func=_baseline)
 
+    p = sub.add_parser("compare", help="markdown table of several runs' test metrics (same split required)")
+    p.add_argument("runs", nargs="+", help="run directories with metrics.json")
+    p.set_defaults(func=_compare)
+
 
 def _overrides(args) -> list[str]:
     return list(args.set) + ([f"data={json.dumps(args.data)}"] if args.data else [])
@@ -93,6 +97,13 @@ def _baseline(args) -> int:
             m = result[part]
             print(f"baseline {part}: accuracy {m['accuracy']:.3f} balanced {m['balanced_accuracy']:.3f} "
                   f"macro-F1 {m['macro_f1']:.3f} (majority rate {m['majority_rate']:.3f})")
+    return 0
+
+
+def _compare(args) -> int:
+    from training.compare import compare_runs
+
+    print(compare_runs(args.runs))
     return 0
 
 
