@@ -92,7 +92,7 @@ def evaluate_run(run_dir, shots=None, episodes: int | None = None, device: str =
                                 device=device)
             r.update(test=test.name, dataset=test.dataset)
             results.append(r)
-            print(f"{cfg.name} {test.name} {k}-shot: {100 * r['accuracy']:.2f} +- {100 * r['ci95']:.2f}",
+            print(f"{cfg.name}{label} {test.name} {k}-shot: {100 * r['accuracy']:.2f} +- {100 * r['ci95']:.2f}",
                   flush=True)
     report = {"run": str(run), "name": cfg.name + label, "overrides": list(overrides or []), "method": cfg.method, "backbone": cfg.backbone,
               "backbone_args": cfg.backbone_args, "method_args": cfg.method_args,
