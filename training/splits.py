@@ -146,7 +146,11 @@ def load_split(path, root=None, mask_root=None) -> Split:
         p = root / f["path"]
         if not p.is_file():
             missing.append(f["path"])
-        mask = mroot / f["mask"] if (mroot is not None and f.get("mask")) else None
+        mask = None
+        if mroot is not None:
+            # A split written without masks still finds them: masks share the images' class/file names.
+            candidate = mroot / (f.get("mask") or f["path"])
+            mask = candidate if candidate.is_file() else None
         parts[f["split"]].append(Sample(path=p, label=index[f["class"]], group=f["group"], mask_path=mask))
     if missing:
         raise FileNotFoundError(f"{len(missing)} file(s) of split {path} are not under {root} (e.g. {missing[:3]})")

@@ -55,3 +55,17 @@ def test_loading_a_split_with_missing_files_is_a_clear_error(tmp_path):
     split.test[0].path.unlink()
     with pytest.raises(FileNotFoundError, match="not under"):
         load_split(tmp_path / "split.json")
+
+
+def test_a_split_saved_without_masks_finds_them_when_a_mask_root_is_given(tmp_path):
+    # A plain run's split reused by a mask-supervised run (TAD) must still see the teacher masks.
+    root = make_folder(tmp_path / "ebhi_seg", {"a": 0, "b": 1}, groups_per_class=8)
+    split = make_split(scan_image_folder(root), seed=0)
+    save_split(split, tmp_path / "split.json")
+    masks = tmp_path / "masks"
+    first = split.train[0].path.relative_to(root)
+    (masks / first.parent).mkdir(parents=True)
+    (masks / first).write_bytes(split.train[0].path.read_bytes())
+    again = load_split(tmp_path / "split.json", mask_root=masks)
+    with_mask = [s for s in again.train if s.mask_path is not None]
+    assert [s.mask_path for s in with_mask] == [masks / first]
