@@ -22,7 +22,7 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_train)
 
     p = sub.add_parser("fewshot-eval", help="evaluate few-shot runs: accuracy with a 95%% CI over test episodes")
-    p.add_argument("--run", action="append", required=True, help="a run directory, repeatable")
+    p.add_argument("--run", action="extend", nargs="+", required=True, help="run directories; repeatable")
     p.add_argument("--shots", type=int, nargs="+", default=None, help="K values (default: the config's, 1 and 5)")
     p.add_argument("--episodes", type=int, default=None, help="test episodes per cell (default: config, 600)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

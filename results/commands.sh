@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# The exact commands behind every figure in results/ and the README (run from the repo root,
+# with ../shared/data beside it). Each run directory's config.json is copied next to its
+# metrics.json under results/; runs/ itself is git-ignored. All on the 2-core CPU machine.
+set -euo pipefail
+T=".venv/bin/python -m training"
+E=../shared/data/ebhi_seg
+B=../shared/data/breakhis_200x
+S='"runs/ebhi_cbam_resnet18_cpu/split.json"'
+
+# --- EBHI-Seg 6-class, specimen-disjoint split (seed 0); every run on the same split
+$T train --config training/configs/ebhi_cbam_resnet18_cpu.json --data $E --out runs/ebhi_cbam_resnet18_cpu
+$T train --config training/configs/ebhi_resnet18_cpu.json --data $E --out runs/ebhi_resnet18_cpu
+$T train --config training/configs/ebhi_tad_resnext50_fast.json --data $E --set split_file="$S" --out runs/ebhi_tad_resnext50_fast
+$T train --config training/configs/ebhi_tad_resnext50_fast.json --data $E --set split_file="$S" --set aux_loss=none \
+    --set name=ebhi_tad_resnext50_nodistill_fast --out runs/ebhi_tad_resnext50_nodistill_fast
+$T train --config training/configs/ebhi_gated_fusion_fast.json --data $E --set split_file="$S" --out runs/ebhi_gated_fusion_fast
+$T train --config training/configs/ebhi_cbam_resnet18_fast.json --data $E --out runs/ebhi_cbam_resnet18_fast
+$T train --config training/configs/ebhi_resnet18_fast.json --data $E --set split_file='"runs/ebhi_cbam_resnet18_fast/split.json"' \
+    --out runs/ebhi_resnet18_fast
+$T compare runs/ebhi_cbam_resnet18_cpu runs/ebhi_resnet18_cpu runs/ebhi_tad_resnext50_fast runs/ebhi_tad_resnext50_nodistill_fast \
+    runs/ebhi_gated_fusion_fast runs/ebhi_cbam_resnet18_fast runs/ebhi_resnet18_fast > results/supervised/ebhi_table.md
+
+# --- BreakHis 200x benign vs malignant, patient-disjoint split (numeric patient root, seed 0)
+C=training/configs/breakhis_cbam_resnet20_fast.json
+BS='"runs/breakhis_cbam_resnet20_fast/split.json"'
+$T train --config $C --data $B --out runs/breakhis_cbam_resnet20_fast
+for m in resnet20 se_resnet20; do
+    $T train --config $C --data $B --set model=$m --set name=breakhis_${m}_fast --set split_file="$BS" --out runs/breakhis_${m}_fast
+done
+$T train --config training/configs/breakhis_lwa_resnet18_fast.json --data $B --set split_file="$BS" --out runs/breakhis_lwa_resnet18_fast
+$T compare runs/breakhis_cbam_resnet20_fast runs/breakhis_resnet20_fast runs/breakhis_se_resnet20_fast \
+    runs/breakhis_lwa_resnet18_fast > results/supervised/breakhis_table.md
+
+# --- Few-shot, 3-way, 600 test episodes per cell (unseen classes and cross-dataset)
+DA=(--set method=dual_attention --set 'method_args={"inner_lr":0.01,"inner_steps":1,"inner_steps_test":0,"first_order":true}')
+MAML=(--set method=maml --set 'method_args={"inner_lr":0.05,"inner_steps":2,"inner_steps_test":2,"first_order":true}')
+for D in breakhis ebhi; do
+    C="$T fewshot --config training/configs/fewshot_${D}_fast.json --eval"
+    $C --out runs/fs/$D/protonet
+    $C --out runs/fs/$D/untrained --set name=untrained_embedding --set episodes=0
+    $C --out runs/fs/$D/dual_attention --set name=dual_attention "${DA[@]}"
+    $C --out runs/fs/$D/relation --set name=relation --set method=relation
+    $C --out runs/fs/$D/maml_fo --set name=maml_fo "${MAML[@]}"
+done
+C="$T fewshot --config training/configs/fewshot_ebhi_fast.json --eval"
+$C --out runs/fs/ebhi/da_channel_only --set name=dual_attention_channel_only "${DA[@]}" --set backbone_args.spatial_attention=false
+$C --out runs/fs/ebhi/da_spatial_only --set name=dual_attention_spatial_only "${DA[@]}" --set backbone_args.channel_attention=false
+$C --out runs/fs/ebhi/da_plain --set name=dual_attention_no_attention "${DA[@]}" --set backbone=resnet18
+$T fewshot-eval --reuse --run runs/fs/{breakhis,ebhi}/{untrained,protonet,maml_fo,relation,dual_attention} \
+    --run runs/fs/ebhi/{da_channel_only,da_spatial_only,da_plain} --table results/fewshot/table
+
+# --- The embedded default bundles (model_store/)
+$T export --run runs/ebhi_cbam_resnet18_cpu --store model_store --name ebhi_cbam_resnet18 --masks ../shared/data/ebhi_seg_masks
+$T export --run runs/breakhis_cbam_resnet20_fast --store model_store --name breakhis_cbam_resnet20
+$T fewshot-export --run runs/fs/ebhi/dual_attention --store model_store --name ebhi_fewshot_dual_attention
+
+# --- Benchmark (bench/results/<timestamp>.{json,md})
+.venv/bin/python -m bench --model ebhi_cbam_resnet18 --adapt-model ebhi_fewshot_dual_attention --int8
