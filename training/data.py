@@ -193,28 +193,26 @@ def scan_image_folder(
     )
 
 
-def load_image(path, size: int) -> np.ndarray:
-    """Decode with Pillow to uint8 RGB (size, size, 3), bilinear resize when the size differs."""
+def _decode(path, size: int, mode: str, what: str) -> np.ndarray:
+    """Pillow decode to `mode`, bilinear resize to (size, size) when the size differs."""
     try:
         with Image.open(path) as im:
-            im = im.convert("RGB")
+            im = im.convert(mode)
             if im.size != (size, size):
                 im = im.resize((size, size), Image.Resampling.BILINEAR)
             return np.asarray(im, dtype=np.uint8).copy()
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise ImageReadError(f"cannot read image {path}: {type(e).__name__}: {e}") from e
+        raise ImageReadError(f"cannot read {what} {path}: {type(e).__name__}: {e}") from e
+
+
+def load_image(path, size: int) -> np.ndarray:
+    """An image as uint8 RGB (size, size, 3)."""
+    return _decode(path, size, "RGB", "image")
 
 
 def load_mask(path, size: int) -> np.ndarray:
     """A mask as uint8 {0, 1} (size, size): grey level >= 128 is the labelled region."""
-    try:
-        with Image.open(path) as im:
-            im = im.convert("L")
-            if im.size != (size, size):
-                im = im.resize((size, size), Image.Resampling.BILINEAR)
-            return (np.asarray(im) >= 128).astype(np.uint8)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise ImageReadError(f"cannot read mask {path}: {type(e).__name__}: {e}") from e
+    return (_decode(path, size, "L", "mask") >= 128).astype(np.uint8)
 
 
 class ImageCache:
