@@ -15,11 +15,15 @@ $T train --config training/configs/ebhi_tad_resnext50_fast.json --data $E --set 
 $T train --config training/configs/ebhi_tad_resnext50_fast.json --data $E --set split_file="$S" --set aux_loss=none \
     --set name=ebhi_tad_resnext50_nodistill_fast --out runs/ebhi_tad_resnext50_nodistill_fast
 $T train --config training/configs/ebhi_gated_fusion_fast.json --data $E --set split_file="$S" --out runs/ebhi_gated_fusion_fast
+$T train --config training/configs/ebhi_gated_fusion_fast.json --data $E --set split_file="$S" --set model=resnet18 \
+    --set 'model_args={"widths":[16,32,64,128]}' --set aux_loss=none --set name=ebhi_resnet18_fusiontwin_fast \
+    --set recipe='"plain twin of ebhi_gated_fusion_fast: its global branch alone (quarter-width ResNet-18, 96 px), same budget and split"' \
+    --out runs/ebhi_resnet18_fusiontwin_fast
 $T train --config training/configs/ebhi_cbam_resnet18_fast.json --data $E --out runs/ebhi_cbam_resnet18_fast
 $T train --config training/configs/ebhi_resnet18_fast.json --data $E --set split_file='"runs/ebhi_cbam_resnet18_fast/split.json"' \
     --out runs/ebhi_resnet18_fast
 $T compare runs/ebhi_cbam_resnet18_cpu runs/ebhi_resnet18_cpu runs/ebhi_tad_resnext50_fast runs/ebhi_tad_resnext50_nodistill_fast \
-    runs/ebhi_gated_fusion_fast runs/ebhi_cbam_resnet18_fast runs/ebhi_resnet18_fast > results/supervised/ebhi_table.md
+    runs/ebhi_gated_fusion_fast runs/ebhi_resnet18_fusiontwin_fast runs/ebhi_cbam_resnet18_fast runs/ebhi_resnet18_fast > results/supervised/ebhi_table.md
 
 # --- BreakHis 200x benign vs malignant, patient-disjoint split (numeric patient root, seed 0)
 C=training/configs/breakhis_cbam_resnet20_fast.json
@@ -29,8 +33,12 @@ for m in resnet20 se_resnet20; do
     $T train --config $C --data $B --set model=$m --set name=breakhis_${m}_fast --set split_file="$BS" --out runs/breakhis_${m}_fast
 done
 $T train --config training/configs/breakhis_lwa_resnet18_fast.json --data $B --set split_file="$BS" --out runs/breakhis_lwa_resnet18_fast
+$T train --config training/configs/breakhis_lwa_resnet18_fast.json --data $B --set split_file="$BS" --set model=resnet18 \
+    --set 'model_args={"widths":[16,32,64,128]}' --set name=breakhis_resnet18_lwatwin_fast \
+    --set recipe='"plain twin of breakhis_lwa_resnet18_fast: same trunk widths, size, budget and split; no attention, plain fc head"' \
+    --out runs/breakhis_resnet18_lwatwin_fast
 $T compare runs/breakhis_cbam_resnet20_fast runs/breakhis_resnet20_fast runs/breakhis_se_resnet20_fast \
-    runs/breakhis_lwa_resnet18_fast > results/supervised/breakhis_table.md
+    runs/breakhis_lwa_resnet18_fast runs/breakhis_resnet18_lwatwin_fast > results/supervised/breakhis_table.md
 
 # --- Few-shot, 3-way, 600 test episodes per cell (unseen classes and cross-dataset)
 DA=(--set method=dual_attention --set 'method_args={"inner_lr":0.01,"inner_steps":1,"inner_steps_test":0,"first_order":true}')
