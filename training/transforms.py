@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageFilter
 
 # Ruifrok & Johnston's stain vectors (the ones scikit-image's rgb2hed uses).
 RGB_FROM_HED = np.array([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]])
@@ -103,6 +103,20 @@ class StainJitter:
         return np.clip(out * 255.0, 0, 255).astype(np.uint8), mask
 
 
+@dataclass
+class RandomBlur:
+    """With probability p, a slight Gaussian blur (radius up to `max_radius` px): focus varies on a slide."""
+
+    p: float = 0.2
+    max_radius: float = 1.0
+
+    def __call__(self, image, mask, rng):
+        if rng.random() < self.p:
+            radius = rng.uniform(0.1, self.max_radius)
+            image = np.asarray(Image.fromarray(np.ascontiguousarray(image)).filter(ImageFilter.GaussianBlur(radius)))
+        return image, mask
+
+
 class Compose:
     """Apply geometric/colour steps, then scale to [0, 1] and normalise with mean/std -> tensors."""
 
@@ -121,7 +135,7 @@ class Compose:
 
 
 def train_transform(size: int, mean, std, crop_scale=(0.5, 1.0), color: float = 0.1, stain: float = 0.03,
-                    augment: bool = True) -> Compose:
+                    augment: bool = True, blur: float = 0.0) -> Compose:
     if not augment:
         return eval_transform(mean, std)
     steps = [RandomResizedCrop(size, scale=tuple(crop_scale)), RandomFlip(), RandomRot90()]
@@ -129,6 +143,8 @@ def train_transform(size: int, mean, std, crop_scale=(0.5, 1.0), color: float = 
         steps.append(ColorJitter(color, color, color))
     if stain > 0:
         steps.append(StainJitter(sigma=stain, bias=stain / 3))
+    if blur > 0:
+        steps.append(RandomBlur(p=blur))
     return Compose(steps, mean, std)
 
 
