@@ -1,6 +1,8 @@
-"""Dependencies the routers declare, as `Annotated` aliases: settings, models, adapters, API key."""
+"""Dependencies the routers declare, as `Annotated` aliases: settings, models, adapters, API key;
+and the request checks that answer 4xx (file counts, support sets)."""
 from __future__ import annotations
 
+import re
 import secrets
 from typing import Annotated
 
@@ -74,3 +76,33 @@ def adapter_or_404(adapters: AdapterStore, adapter_id: str) -> Adapter:
     if adapter is None:
         raise ServiceError(404, "adapter_not_found", f"no adapter with id {adapter_id!r}")
     return adapter
+
+
+def check_support(labels: list[str], n_files: int, name: str | None, *, max_classes: int, max_shots: int,
+                  label_max_length: int, label_pattern: str) -> list[str]:
+    """The support set's labels, checked against the limits; each broken rule is a 422 saying which."""
+
+    def bad(message: str, detail: object = None) -> ServiceError:
+        return ServiceError(422, "invalid_support_set", message, detail)
+
+    # `labels=a,b,c` in one field is the same as three fields: friendlier for curl users.
+    if len(labels) == 1 and n_files > 1 and "," in labels[0]:
+        labels = [s.strip() for s in labels[0].split(",")]
+    if n_files == 0:
+        raise bad("the support set has no images")
+    if len(labels) != n_files:
+        raise bad(f"{n_files} files but {len(labels)} labels; give one label per file, in the same order")
+    pattern = re.compile(label_pattern)
+    for text in [*labels, *([name] if name is not None else [])]:
+        if not text or len(text) > label_max_length or not pattern.fullmatch(text):
+            raise bad(f"label or name {text[:80]!r} must be 1..{label_max_length} characters matching {label_pattern}")
+    classes = list(dict.fromkeys(labels))
+    if len(classes) < 2:
+        raise bad(f"the support set has {len(classes)} class; at least 2 are needed", {"classes": classes})
+    if len(classes) > max_classes:
+        raise bad(f"the support set has {len(classes)} classes; the limit is {max_classes}")
+    shots = {c: labels.count(c) for c in classes}
+    over = {c: n for c, n in shots.items() if n > max_shots}
+    if over:
+        raise bad(f"at most {max_shots} shots per class", {"shots": over})
+    return labels

@@ -14,7 +14,7 @@ import onnxruntime as ort
 from fastapi import FastAPI
 
 from . import errors
-from .adapters import AdapterStore
+from .adapters import FileAdapterStore
 from .metrics import Metrics
 from .middleware import RequestMiddleware
 from .registry import ModelRegistry
@@ -42,7 +42,7 @@ async def lifespan(app: FastAPI):
     # Loading and warm-up are blocking ORT work: keep them off the event loop.
     await asyncio.to_thread(registry.load)
     await asyncio.to_thread(registry.warm_up)
-    adapters = AdapterStore(settings.state_dir)
+    adapters = FileAdapterStore(settings.state_dir)
     await asyncio.to_thread(adapters.load)
     metrics.adapters.set(len(adapters))
     providers = registry.providers()

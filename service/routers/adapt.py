@@ -7,8 +7,17 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, UploadFile
 
 from .. import inference
-from ..adapters import check_support, new_adapter
-from ..deps import AdaptersDep, ApiKey, MetricsDep, Multipart, RegistryDep, SettingsDep, adapter_or_404
+from ..adapters import new_adapter
+from ..deps import (
+    AdaptersDep,
+    ApiKey,
+    MetricsDep,
+    Multipart,
+    RegistryDep,
+    SettingsDep,
+    adapter_or_404,
+    check_support,
+)
 from ..errors import ServiceError
 
 router = APIRouter(tags=["adapters"])

@@ -2,19 +2,22 @@
 from __future__ import annotations
 
 import io
+import json
 
 import numpy as np
 import pytest
 
 from service.adapters import (
-    AdapterStore,
-    check_support,
+    ADAPTER_FORMAT,
+    ADAPTER_ID,
+    FileAdapterStore,
     distances,
     leave_one_out_accuracy,
     new_adapter,
     prototypes,
     softmax_neg,
 )
+from service.deps import check_support
 from service.errors import ServiceError
 
 
@@ -46,17 +49,18 @@ def test_leave_one_out():
 
 def test_ids_are_random_and_not_from_input():
     a, b = _adapter(), _adapter()
-    assert a.id != b.id and len(a.id) >= 20 and "n" != a.id
+    assert a.id != b.id and len(a.id) >= 20 and a.name == "n"
+    assert ADAPTER_ID.fullmatch(a.id)
 
 
 def test_store_round_trip_and_atomic_files(tmp_path):
-    store = AdapterStore(tmp_path)
+    store = FileAdapterStore(tmp_path)
     store.load()
     a = _adapter()
     store.save(a)
     files = sorted(p.name for p in (tmp_path / "adapters").iterdir())
     assert files == [f"{a.id}.npz"]
-    again = AdapterStore(tmp_path)
+    again = FileAdapterStore(tmp_path)
     assert again.load() == []
     b = again.get(a.id)
     assert b.meta() == a.meta()
@@ -66,7 +70,7 @@ def test_store_round_trip_and_atomic_files(tmp_path):
 
 
 def test_damaged_partial_and_pickled_files_are_skipped(tmp_path, caplog):
-    store = AdapterStore(tmp_path)
+    store = FileAdapterStore(tmp_path)
     store.load()
     good = _adapter()
     store.save(good)
@@ -80,7 +84,7 @@ def test_damaged_partial_and_pickled_files_are_skipped(tmp_path, caplog):
     (d / f"{'k' * 22}.npz").write_bytes(buf.getvalue())  # an object array needs pickle: refused
     renamed = d / f"{'r' * 22}.npz"
     renamed.write_bytes(raw)  # a valid adapter under another id's name
-    fresh = AdapterStore(tmp_path)
+    fresh = FileAdapterStore(tmp_path)
     with caplog.at_level("WARNING", logger="histoserve.adapters"):
         skipped = fresh.load()
     assert [a.id for a in fresh.all()] == [good.id]
@@ -110,3 +114,36 @@ def test_support_limits(labels, n_files, name, message):
 
 def test_support_comma_separated():
     assert check_support(["a,b,a"], 3, None, **LIMITS) == ["a", "b", "a"]
+
+
+def _rewrite(path, **arrays):
+    with np.load(path, allow_pickle=False) as data:
+        current = {k: data[k] for k in data.files}
+    current.update(arrays)
+    for k in [k for k, v in current.items() if v is None]:
+        del current[k]
+    buf = io.BytesIO()
+    np.savez(buf, **current)
+    path.write_bytes(buf.getvalue())
+
+
+def test_format_header_legacy_files_and_newer_formats(tmp_path):
+    store = FileAdapterStore(tmp_path)
+    store.load()
+    legacy, newer = _adapter(1), _adapter(2)
+    store.save(legacy)
+    store.save(newer)
+    d = tmp_path / "adapters"
+    with np.load(d / f"{legacy.id}.npz", allow_pickle=False) as data:
+        header = json.loads(data["header"].tobytes().decode())
+        meta = json.loads(data["meta"].tobytes().decode())
+    assert header == {"format": ADAPTER_FORMAT, "head": "prototype"}
+    assert "head" not in meta  # a server that predates the header reads `meta` as before
+    _rewrite(d / f"{legacy.id}.npz", header=None)  # a file written before the header existed
+    _rewrite(d / f"{newer.id}.npz", header=np.frombuffer(
+        json.dumps({"format": ADAPTER_FORMAT + 1, "head": "prototype"}).encode(), dtype=np.uint8))
+    fresh = FileAdapterStore(tmp_path)
+    skipped = fresh.load()
+    assert [a.id for a in fresh.all()] == [legacy.id]
+    assert fresh.get(legacy.id).head == "prototype"
+    assert [(p.stem, "newer" in why) for p, why in skipped] == [(newer.id, True)]
