@@ -23,9 +23,9 @@ class LoadedModel:
     runtime: ModelRuntime
     batcher: MicroBatcher
 
-    async def infer(self, images: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
-        """Preprocessed images -> one dict of model.onnx outputs per image, through the batcher."""
-        return await self.batcher.submit(images)
+    async def infer(self, images: list[np.ndarray], *, priority: str = "interactive") -> list[dict[str, np.ndarray]]:
+        """Preprocessed images -> one dict of model.onnx outputs per image, through the batcher (see its lanes)."""
+        return await self.batcher.submit(images, priority=priority)
 
     def describe(self) -> dict:
         b = self.bundle
@@ -92,6 +92,8 @@ class ModelRegistry:
 
         return MicroBatcher(runtime.run, max_batch_size=self.settings.max_batch_size,
                             max_wait_ms=self.settings.max_wait_ms, max_queue=self.settings.max_queue,
+                            max_queue_wait_ms=self.settings.max_queue_wait_ms,
+                            max_background_queue=self.settings.max_background_queue,
                             on_batch=on_batch, on_depth=depth.set)
 
     def warm_up(self) -> None:
