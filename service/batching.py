@@ -117,13 +117,13 @@ class MicroBatcher:
                  on_depth: Callable[[int], None] | None = None):
         if max_batch_size < 1 or max_queue < 1 or max_wait_ms < 0:
             raise ValueError("max_batch_size and max_queue must be >= 1 and max_wait_ms >= 0")
-        if max_queue_wait_ms is not None and max_queue_wait_ms <= 0:
-            raise ValueError("max_queue_wait_ms must be > 0 (or None for no deadline)")
+        if max_queue_wait_ms is not None and max_queue_wait_ms < 0:
+            raise ValueError("max_queue_wait_ms must be >= 0 (0 or None: no deadline)")
         self.run_batch = run_batch
         self.max_batch_size = max_batch_size
         self.max_wait_ms = max_wait_ms
         self.max_queue = max_queue
-        self.max_queue_wait_ms = max_queue_wait_ms
+        self.max_queue_wait_ms = max_queue_wait_ms or None
         self.max_background_batch = min(max_background_batch or max_batch_size, max_batch_size)
         if self.max_background_batch < 1:
             raise ValueError("max_background_batch must be >= 1")

@@ -49,8 +49,8 @@ class Settings(BaseSettings):
     max_wait_ms: float = Field(5.0, ge=0.0, le=1000.0)
     max_queue: int = Field(64, ge=1, le=100_000)
     # Interactive requests whose estimated queue wait (items ahead, recent batch times) exceeds this get
-    # 503 + Retry-After at once instead of queueing; None: no deadline. Background (slide tile) work is exempt.
-    max_queue_wait_ms: float | None = Field(5000.0, gt=0, le=600_000)
+    # 503 + Retry-After at once instead of queueing; 0: no deadline. Background (slide tile) work is exempt.
+    max_queue_wait_ms: float = Field(5000.0, ge=0, le=600_000)
     # Background lane (slide tiles): its own bounded queue; a full one makes the submitter wait, never fail.
     max_background_queue: int = Field(64, ge=1, le=100_000)
 

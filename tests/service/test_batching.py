@@ -331,7 +331,8 @@ def test_knobs_and_priorities_are_validated():
     with pytest.raises(ValueError):
         MicroBatcher(Runner(), max_batch_size=0, max_wait_ms=1, max_queue=1)
     with pytest.raises(ValueError):
-        MicroBatcher(Runner(), max_batch_size=1, max_wait_ms=1, max_queue=1, max_queue_wait_ms=0)
+        MicroBatcher(Runner(), max_batch_size=1, max_wait_ms=1, max_queue=1, max_queue_wait_ms=-1)
+    assert MicroBatcher(Runner(), max_batch_size=1, max_wait_ms=1, max_queue=1, max_queue_wait_ms=0).max_queue_wait_ms is None
 
     async def main():
         b = MicroBatcher(Runner(), max_batch_size=1, max_wait_ms=0, max_queue=1)
