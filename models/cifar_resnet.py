@@ -3,7 +3,8 @@
 Paper: He et al. 2016, section 4.2 (https://arxiv.org/abs/1512.03385): a 3x3 stem, then three
 stages of n BasicBlocks at 16/32/64 channels, global average pool and fc: 6n + 2 weighted layers
 (20, 32, 56, 110). Used with SE (https://arxiv.org/abs/1709.01507) and CBAM
-(https://arxiv.org/abs/1807.06521) in every block by the SE/CBAM-on-BreakHis study (DESIGN.md).
+(https://arxiv.org/abs/1807.06521) in every block, as the SE/CBAM-in-ResNets study on BreakHis does
+(README.md, methods table).
 
 Shortcuts are the paper's option A (parameter-free: stride-2 subsampling and zero-padded
 channels), which is what gives ResNet-20 its 0.27M parameters; `shortcut="B"` uses 1x1 projections.

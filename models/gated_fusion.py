@@ -1,6 +1,7 @@
 """Gated attention + instance crops + fusion (Fan et al., BACH and fungi images).
 
-Paper: Fan et al., the fifth method of DESIGN.md. A global network sees the whole image; the
+Paper: Fan M, Chakraborty T, Chang EI-C, Xu Y, Rittscher J, `Microscopic fine-grained instance
+classification through deep attention`, arXiv:2010.02818 (2020). A global network sees the whole image; the
 gated attention module (`models/layers/gated.py`) turns its last feature map into an attention
 map; the k most attended places are cropped from the input, resized to the local input size and
 embedded by one shared local network; the instance embeddings are fused with the global

@@ -1,15 +1,16 @@
 """Transfer ResNet with lightweight attention on layer 4 and a dense head (BreakHis).
 
-Paper: the transfer ResNet-50 + lightweight attention study of DESIGN.md (fourth method): a
+Paper: the transfer-ResNet-50 + lightweight-attention study on BreakHis (README.md, methods table): a
 ResNet-50 trunk (ImageNet-transferable, torchvision names), the lightweight channel attention
 (`models/layers/lightweight.py`) applied to layer 4's output, then FC + LeakyReLU, FC + ReLU,
 dropout 0.25 and the classifier. The head widths (512, 256) are our choice; the paper's
 description fixes the layer types, not their widths.
 
-The head is not global pool + linear, so Grad-CAM through it needs the traced gradient
-(DESIGN.md), not the closed form. A torchvision ResNet state dict loads with strict=False:
-`attn.*`, `head_fc1/2.*` and `classifier.*` are the only keys it lacks, and torchvision's `fc`
-is the only key it has extra (the classifier is named differently so its shape never clashes).
+Grad-CAM through this head, like every bundle's, is the autograd backward pass traced into
+`gradcam.onnx` (training/gradcam.py); there is no closed-form variant. A torchvision ResNet state
+dict loads with strict=False: `attn.*`, `head_fc1/2.*` and `classifier.*` are the only keys it
+lacks, and torchvision's `fc` is the only key it has extra (the classifier is named differently so
+its shape never clashes).
 """
 from __future__ import annotations
 

@@ -4,7 +4,8 @@ Papers: `Deep Residual Learning for Image Recognition`, He et al., CVPR 2016 -
 https://arxiv.org/abs/1512.03385; `Aggregated Residual Transformations for Deep Neural
 Networks` (ResNeXt), Xie et al., CVPR 2017 - https://arxiv.org/abs/1611.05431.
 
-Written here because torchvision cannot be imported beside the CPU torch (DESIGN.md), with
+Written here because the registry's torchvision wheels are CUDA builds whose import fails beside
+the CPU torch (`operator torchvision::nms does not exist`), with
 torchvision's attribute names, which are the checkpoint format: a torchvision state dict loads
 with strict=True into the plain networks and with strict=False into the attention variants,
 whose only extra keys are the blocks' `attn.*`. Stride sits on the 3x3 conv (ResNet v1.5, as

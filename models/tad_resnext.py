@@ -1,6 +1,6 @@
 """ResNeXt-50 with dual-path blocks and activation attention, for teacher attention distillation.
 
-Paper: the improved-DPN + teacher attention distillation method of DESIGN.md (gastric CT),
+Paper: the improved-DPN + teacher attention distillation study on gastric CT (README.md, methods table),
 built from `Dual Path Networks`, Chen et al., NeurIPS 2017 (https://arxiv.org/abs/1707.01629)
 on the ResNeXt-50 32x4d layout (Xie et al. 2017, https://arxiv.org/abs/1611.05431), and the
 activation attention g(A) = sum_c |A_c|^2 of Zagoruyko & Komodakis (https://arxiv.org/abs/1612.03928).

@@ -2,7 +2,7 @@
 
 Paper: `Paying More Attention to Attention: Improving the Performance of Convolutional Neural
 Networks via Attention Transfer`, Zagoruyko & Komodakis, ICLR 2017 - https://arxiv.org/abs/1612.03928
-(p = 2), as used by the improved-DPN + teacher attention distillation method of DESIGN.md.
+(p = 2), as used by the improved-DPN + teacher attention distillation study (README.md, methods table).
 
 `attention_map(x, size)` is the map the distillation losses compare: g(A), bilinearly
 upsampled to `size`, then L2-normalised per image over the flattened map, as in attention

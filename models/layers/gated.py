@@ -1,6 +1,7 @@
 """Gated attention of Fan et al. (gated attention + instance fusion, BACH and fungi images).
 
-Paper: Fan et al., the fifth method in DESIGN.md. The module, as that paper describes it:
+Paper: Fan M, Chakraborty T, Chang EI-C, Xu Y, Rittscher J, `Microscopic fine-grained instance
+classification through deep attention`, arXiv:2010.02818 (2020). The module, as that paper describes it:
 
 1. dilated 3x3 conv blocks over the feature map X (B, C, h, w) widen the receptive field;
 2. their output is summed over channels and a softmax over the h*w positions gives the

@@ -1,7 +1,7 @@
 """Lightweight channel attention of the transfer-learning ResNet-50 for BreakHis.
 
-Paper: the transfer ResNet-50 + lightweight attention study on BreakHis listed in DESIGN.md
-(the fourth method). Its module: adaptive average pool -> FC -> LeakyReLU -> FC -> sigmoid,
+Paper: the transfer-ResNet-50 + lightweight-attention study on BreakHis (README.md, methods table).
+Its module: adaptive average pool -> FC -> LeakyReLU -> FC -> sigmoid,
 the result gating the channels of layer 4. Unlike SE it uses dense layers on the pooled vector
 and a LeakyReLU, so no channel's descriptor is cut to exactly zero before the gate.
 """

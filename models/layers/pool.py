@@ -1,7 +1,8 @@
 """Global pooling over the spatial dims with `mean`/`amax`.
 
 Never a pooling layer sized from the input (`F.avg_pool2d(x, x.shape[2:])`): reductions over
-dims export to ONNX with a dynamic batch and input size (see DESIGN.md).
+dims export to ONNX with a dynamic batch and input size (a layer sized from the input would
+bake the trace's size into the graph).
 """
 from __future__ import annotations
 
