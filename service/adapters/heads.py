@@ -1,15 +1,44 @@
-"""The prototype head: one mean embedding per class of a support set, as in ProtoNet.
+"""Adapter heads: how an adapter turns an embedding into class scores, fitted on a support set.
 
-Paper: Snell, Swersky, Zemel, `Prototypical Networks for Few-shot Learning` - https://arxiv.org/abs/1703.05175
+- `prototype`: the mean embedding of each class under the bundle's training metric, as in ProtoNet.
+  Paper: Snell, Swersky, Zemel, `Prototypical Networks for Few-shot Learning` - https://arxiv.org/abs/1703.05175
+- `cosine`: L2-normalised embeddings, the normalised mean of each class, scores = scale * cosine.
+- `centred`: the same after subtracting the support mean (SimpleShot's "CL2N").
+  Paper: Wang et al., `SimpleShot: Revisiting Nearest-Neighbor Classification for Few-Shot Learning`
+  - https://arxiv.org/abs/1911.04623
+- `logistic`: multinomial logistic regression with an L2 penalty on the L2-normalised embeddings,
+  the head of Tian et al., `Rethinking Few-Shot Image Classification` - https://arxiv.org/abs/2003.11539.
+  Fitted here in numpy (Nesterov's accelerated gradient on the same objective as scikit-learn's
+  `LogisticRegression(C=...)`), because scikit-learn and SciPy would add about 200 MB to the serving image.
 
-Pure numpy, no I/O: the store persists what these functions compute, the routers never see them.
+`select_head` fits every head, scores each by leave-one-out accuracy on the support set (a whole
+image with its augmented copies is left out at once; beyond `MAX_LOO_GROUPS` images, 10-fold
+cross-validation), and keeps the best, the simpler head on a tie. With one shot per class nothing
+can be left out, so it takes cosine prototypes and says so. `out_of_support_threshold` calibrates
+the "none of these" distance on the same held-out images.
+
+Pure numpy, no I/O: a head is its name, a few float32 arrays and JSON parameters, which the record
+(`model.py`) persists as they are.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 
-PROTOTYPE = "prototype"  # the head name persisted with an adapter; new heads add their own
-HEADS = (PROTOTYPE,)
+PROTOTYPE = "prototype"
+COSINE = "cosine"
+CENTRED = "centred"
+LOGISTIC = "logistic"
+HEADS = (COSINE, PROTOTYPE, CENTRED, LOGISTIC)  # also the order that breaks ties: simpler first
+
+COSINE_SCALE = 10.0  # logits of the cosine heads = scale * cosine similarity (a fixed softmax temperature 0.1)
+LOGISTIC_C = 10.0  # inverse L2 strength, scikit-learn's C
+MAX_LOO_GROUPS = 60  # up to this many held-out images, leave-one-out; beyond, CV_FOLDS-fold cross-validation
+CV_FOLDS = 10
+
+
+# --- the prototype maths the service has always used
 
 
 def distances(embeddings: np.ndarray, prototypes: np.ndarray, metric: str) -> np.ndarray:
@@ -17,9 +46,7 @@ def distances(embeddings: np.ndarray, prototypes: np.ndarray, metric: str) -> np
     e = embeddings.astype(np.float64)
     p = prototypes.astype(np.float64)
     if metric == "cosine":
-        en = e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
-        pn = p / np.maximum(np.linalg.norm(p, axis=1, keepdims=True), 1e-12)
-        return 1.0 - en @ pn.T
+        return 1.0 - l2_normalise(e) @ l2_normalise(p).T
     sq = (e**2).sum(1)[:, None] - 2.0 * e @ p.T + (p**2).sum(1)[None, :]
     sq = np.maximum(sq, 0.0)
     return np.sqrt(sq) if metric == "euclidean" else sq
@@ -27,10 +54,17 @@ def distances(embeddings: np.ndarray, prototypes: np.ndarray, metric: str) -> np
 
 def softmax_neg(d: np.ndarray, temperature: float) -> np.ndarray:
     """Probabilities from a softmax over negative distances, as the prototype loss defines them."""
-    z = -d / temperature
+    return softmax(-d / temperature)
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
     z = z - z.max(axis=1, keepdims=True)
     ez = np.exp(z)
     return ez / ez.sum(axis=1, keepdims=True)
+
+
+def l2_normalise(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
 def prototypes(embeddings: np.ndarray, labels: list[str]) -> tuple[list[str], np.ndarray]:
@@ -60,3 +94,365 @@ def leave_one_out_accuracy(embeddings: np.ndarray, labels: list[str], metric: st
         correct += predicted == classes.index(label)
         total += 1
     return correct / total if total else None
+
+
+# --- heads
+
+
+@dataclass
+class Head:
+    """A fitted head: `kind`, float32 `arrays` and JSON `params` are all it is and all that is persisted.
+
+    Arrays by kind: prototype `prototypes` (class means); cosine `prototypes` (unit class directions);
+    centred `mean` (the support mean) and `prototypes` (unit directions after centring); logistic
+    `weights` (K, D), `bias` (K,) and `prototypes` (the cosine ones, for the out-of-support distance).
+    """
+
+    kind: str
+    arrays: dict[str, np.ndarray] = field(repr=False)
+    params: dict[str, float | str]
+
+    def __post_init__(self) -> None:
+        if self.kind not in HEADS:
+            raise ValueError(f"head {self.kind!r} is not one of {HEADS}")
+        need = {PROTOTYPE: {"prototypes"}, COSINE: {"prototypes"}, CENTRED: {"mean", "prototypes"},
+                LOGISTIC: {"weights", "bias", "prototypes"}}[self.kind]
+        if set(self.arrays) != need:
+            raise ValueError(f"a {self.kind} head has arrays {sorted(need)}, not {sorted(self.arrays)}")
+        k, d = self.arrays["prototypes"].shape
+        if self.kind == CENTRED and self.arrays["mean"].shape != (d,):
+            raise ValueError(f"centred head: mean of shape {self.arrays['mean'].shape}, prototypes {(k, d)}")
+        if self.kind == LOGISTIC and (self.arrays["weights"].shape != (k, d) or self.arrays["bias"].shape != (k,)):
+            raise ValueError(f"logistic head: weights {self.arrays['weights'].shape}, bias "
+                             f"{self.arrays['bias'].shape}, for {k} classes of dimension {d}")
+        if not all(np.isfinite(a).all() for a in self.arrays.values()):
+            raise ValueError(f"{self.kind} head arrays are not all finite")
+
+    @property
+    def n_classes(self) -> int:
+        return int(self.arrays["prototypes"].shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self.arrays["prototypes"].shape[1])
+
+    # the space each head measures distance in: (embeddings -> points, class points, metric)
+
+    def _points(self, embeddings: np.ndarray) -> np.ndarray:
+        e = np.asarray(embeddings, dtype=np.float64)
+        if self.kind == PROTOTYPE:
+            return e
+        if self.kind == CENTRED:
+            e = e - self.arrays["mean"].astype(np.float64)
+        return l2_normalise(e)
+
+    @property
+    def metric(self) -> str:
+        return str(self.params["distance"]) if self.kind == PROTOTYPE else "cosine"
+
+    def distances(self, embeddings: np.ndarray) -> np.ndarray:
+        """(N, D) -> (N, K) distances to each class in the head's own geometry (cosine for logistic)."""
+        return distances(self._points(embeddings), self.arrays["prototypes"], self.metric)
+
+    def prototype_distances(self) -> np.ndarray:
+        """(K, K) distances between the class points in the head's geometry."""
+        p = self.arrays["prototypes"]
+        return distances(p, p, self.metric)
+
+    def logits(self, embeddings: np.ndarray) -> np.ndarray:
+        """(N, D) -> (N, K) class scores before the softmax."""
+        if self.kind == PROTOTYPE:
+            return -self.distances(embeddings) / float(self.params["temperature"])
+        z = self._points(embeddings)
+        if self.kind == LOGISTIC:
+            return z @ self.arrays["weights"].astype(np.float64).T + self.arrays["bias"].astype(np.float64)
+        return float(self.params["scale"]) * (z @ self.arrays["prototypes"].astype(np.float64).T)
+
+    def probabilities(self, embeddings: np.ndarray) -> np.ndarray:
+        return softmax(self.logits(embeddings))
+
+    def logit_gradient(self, embeddings: np.ndarray, target: np.ndarray) -> np.ndarray:
+        """d logits[n, target[n]] / d embeddings[n], in closed form: (N, D)."""
+        e = np.asarray(embeddings, dtype=np.float64)
+        target = np.asarray(target, dtype=np.int64)
+        if self.kind == PROTOTYPE:
+            p = self.arrays["prototypes"].astype(np.float64)[target]
+            t = float(self.params["temperature"])
+            diff = e - p
+            metric = self.params["distance"]
+            if metric == "squared_euclidean":
+                return -2.0 * diff / t
+            if metric == "euclidean":
+                return -diff / np.maximum(np.linalg.norm(diff, axis=1, keepdims=True), 1e-12) / t
+            # cosine distance: logit = (cos(e, p) - 1) / t
+            return _cosine_gradient(e, l2_normalise(p)) / t
+        u = e - self.arrays["mean"].astype(np.float64) if self.kind == CENTRED else e
+        w = (self.arrays["weights"] if self.kind == LOGISTIC else self.arrays["prototypes"]).astype(np.float64)
+        scale = 1.0 if self.kind == LOGISTIC else float(self.params["scale"])
+        return scale * _cosine_gradient(u, w[target])
+
+
+def _cosine_gradient(u: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """d (w . u / |u|) / d u = (w - (w . u_hat) u_hat) / |u|, row by row."""
+    norm = np.maximum(np.linalg.norm(u, axis=1, keepdims=True), 1e-12)
+    u_hat = u / norm
+    return (w - (w * u_hat).sum(1, keepdims=True) * u_hat) / norm
+
+
+def _class_means(x: np.ndarray, y: np.ndarray, n_classes: int) -> np.ndarray:
+    return np.stack([x[y == k].mean(axis=0) for k in range(n_classes)])
+
+
+def fit_head(kind: str, embeddings: np.ndarray, y: np.ndarray, n_classes: int, *, distance: str = "squared_euclidean",
+             temperature: float = 1.0, warm: Head | None = None) -> Head:
+    """Fit one head on (N, D) embeddings with integer labels y in [0, n_classes).
+
+    `warm`: a logistic head to start from (the whole support set's, when leaving images out)."""
+    e = np.asarray(embeddings, dtype=np.float64)
+    y = np.asarray(y, dtype=np.int64)
+    if kind == PROTOTYPE:
+        return Head(kind, {"prototypes": _f32(_class_means(e, y, n_classes))},
+                    {"distance": distance, "temperature": float(temperature)})
+    if kind == CENTRED:
+        mean = e.mean(axis=0)
+        protos = l2_normalise(_class_means(l2_normalise(e - mean), y, n_classes))
+        return Head(kind, {"mean": _f32(mean), "prototypes": _f32(protos)}, {"scale": COSINE_SCALE})
+    z = l2_normalise(e)
+    protos = l2_normalise(_class_means(z, y, n_classes))
+    if kind == COSINE:
+        return Head(kind, {"prototypes": _f32(protos)}, {"scale": COSINE_SCALE})
+    if kind == LOGISTIC:
+        init = None if warm is None else (warm.arrays["weights"].astype(np.float64), warm.arrays["bias"].astype(np.float64))
+        # a warm start is a held-out fit: its predictions need far less precision than the final head
+        weights, bias = fit_logistic(z, y, n_classes, c=LOGISTIC_C, init=init, tol=1e-6 if warm is None else 1e-3)
+        return Head(kind, {"weights": _f32(weights), "bias": _f32(bias), "prototypes": _f32(protos)},
+                    {"C": LOGISTIC_C, "features": "l2-normalised embedding"})
+    raise ValueError(f"head {kind!r} is not one of {HEADS}")
+
+
+def _f32(x: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, n_classes: int, *, c: float, tol: float = 1e-6,
+                 max_iter: int = 5000, init: tuple[np.ndarray, np.ndarray] | None = None,
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Multinomial logistic regression: argmin 0.5 |W|^2 + c * sum_i CE(softmax(W x_i + b), y_i).
+
+    scikit-learn's `LogisticRegression(C=c)` objective (the intercept is not penalised). Solved by
+    Nesterov's accelerated gradient on the mean loss, step 1/L with L the curvature bound
+    0.5 * lambda_max(X^T X) / n + 1/(c n), until the largest gradient entry is below `tol`
+    relative to the penalty. `init` (weights, bias) warm-starts it, e.g. from the fit on the whole
+    support set when leaving one image out. Returns weights (K, D) and bias (K,), the bias centred
+    (the softmax does not see a constant shift of it).
+    """
+    x = np.asarray(x, dtype=np.float64)
+    n, d = x.shape
+    xa = np.hstack([x, np.ones((n, 1))])
+    onehot = np.eye(n_classes)[np.asarray(y, dtype=np.int64)]
+    lam = 1.0 / (c * n)
+    penalty = np.ones((d + 1, 1))
+    penalty[-1] = 0.0  # the intercept row
+    curvature = 0.5 * np.linalg.norm(xa, 2) ** 2 / n + lam
+    q = np.sqrt(lam / curvature)
+    momentum = (1.0 - q) / (1.0 + q)
+
+    def gradient(theta: np.ndarray) -> np.ndarray:
+        return xa.T @ (softmax(xa @ theta) - onehot) / n + lam * penalty * theta
+
+    theta = np.zeros((d + 1, n_classes)) if init is None else np.vstack([init[0].T, init[1][None, :]])
+    look = theta
+    for step in range(max_iter):
+        new = look - gradient(look) / curvature
+        look = new + momentum * (new - theta)
+        theta = new
+        if step % 10 == 9 and np.abs(gradient(theta)).max() < tol * lam:
+            break
+    weights, bias = theta[:-1].T, theta[-1]
+    return weights, bias - bias.mean()
+
+
+# --- choosing a head on the support set
+
+
+def _folds(y: np.ndarray, groups: np.ndarray) -> tuple[list[np.ndarray], str]:
+    """Held-out sets of group ids: one group at a time, or CV_FOLDS folds beyond MAX_LOO_GROUPS.
+
+    Only groups of classes with at least 2 groups are held out (a class must keep a prototype).
+    """
+    group_class = {int(g): int(y[groups == g][0]) for g in np.unique(groups)}
+    per_class: dict[int, list[int]] = {}
+    for g, k in sorted(group_class.items()):
+        per_class.setdefault(k, []).append(g)
+    eligible = [(k, rank, g) for k, gs in per_class.items() if len(gs) >= 2 for rank, g in enumerate(gs)]
+    if len(eligible) <= MAX_LOO_GROUPS:
+        return [np.asarray([g]) for _, _, g in eligible], "leave-one-out"
+    # rank within the class spreads each class over the folds, so no fold takes a whole class
+    folds: list[list[int]] = [[] for _ in range(CV_FOLDS)]
+    for k, rank, g in eligible:
+        folds[(rank + k) % CV_FOLDS].append(g)
+    return [np.asarray(f) for f in folds if f], f"{CV_FOLDS}-fold cross-validation"
+
+
+def cross_validate(kind: str, embeddings: np.ndarray, y: np.ndarray, groups: np.ndarray, n_classes: int, *,
+                   full: Head | None = None, **params) -> tuple[float | None, np.ndarray, str]:
+    """Accuracy of `kind` on held-out support images, the held-out images' distances to their own
+    class (in the head's geometry, fitted without them), and the method's name.
+
+    `full`: the head fitted on every image, to warm-start the held-out logistic fits."""
+    folds, method = _folds(y, groups)
+    correct = 0
+    own: list[np.ndarray] = []
+    warm = None
+    if kind == LOGISTIC and folds:
+        warm = full if full is not None else fit_head(kind, embeddings, y, n_classes, **params)
+    for held in folds:
+        out = np.isin(groups, held)
+        head = fit_head(kind, embeddings[~out], y[~out], n_classes, warm=warm, **params)
+        predicted = np.argmax(head.logits(embeddings[out]), axis=1)
+        correct += int((predicted == y[out]).sum())
+        own.append(head.distances(embeddings[out])[np.arange(int(out.sum())), y[out]])
+    total = sum(int(np.isin(groups, h).sum()) for h in folds)
+    if not total:
+        return None, np.zeros(0), "one shot per class"
+    return correct / total, np.concatenate(own), method
+
+
+@dataclass
+class Selection:
+    head: Head
+    accuracy: float | None  # of the chosen head on held-out support images; None with one shot per class
+    record: dict  # JSON: method, per-head accuracy, chosen, why
+    threshold: dict  # JSON: the out-of-support calibration
+
+
+def select_head(embeddings: np.ndarray, y: np.ndarray, n_classes: int, *, groups: np.ndarray | None = None,
+                heads: tuple[str, ...] = HEADS, distance: str = "squared_euclidean",
+                temperature: float = 1.0) -> Selection:
+    """Fit every head in `heads`, keep the one with the best held-out accuracy (ties: the earlier in
+    `heads`), fit it on the whole support set, and calibrate its out-of-support threshold.
+
+    `groups` gives the source image of each row (augmented copies share one); default: one per row.
+    """
+    e = np.asarray(embeddings, dtype=np.float64)
+    y = np.asarray(y, dtype=np.int64)
+    groups = np.arange(len(y)) if groups is None else np.asarray(groups)
+    params = {"distance": distance, "temperature": temperature}
+    fitted = {kind: fit_head(kind, e, y, n_classes, **params) for kind in heads}
+    results = {kind: cross_validate(kind, e, y, groups, n_classes, full=fitted[kind], **params) for kind in heads}
+    method = next(iter(results.values()))[2]
+    if method == "one shot per class":
+        chosen = COSINE
+        why = ("one shot per class: there is nothing to leave out, so cosine prototypes "
+               "(the head that needs no fitting and no distance scale)")
+        accuracy, own = None, np.zeros(0)
+    else:
+        scores = {kind: r[0] for kind, r in results.items()}
+        best = max(scores.values())
+        tied = [k for k in heads if scores[k] == best]
+        chosen = tied[0]
+        listed = ", ".join(f"{k} {scores[k]:.3f}" for k in heads)
+        why = f"highest {method} accuracy ({listed})"
+        if len(tied) > 1:
+            why += f"; tied with {', '.join(tied[1:])}, the simpler head wins"
+        accuracy, own = best, results[chosen][1]
+    head = fitted[chosen] if chosen in fitted else fit_head(chosen, e, y, n_classes, **params)
+    record = {"chosen": chosen, "method": method, "why": why,
+              "evaluated": int(len(own)) if method != "one shot per class" else 0,
+              "accuracy": {k: r[0] for k, r in results.items()}}
+    return Selection(head, accuracy, record, out_of_support_threshold(head, own))
+
+
+def out_of_support_threshold(head: Head, own_distances: np.ndarray) -> dict:
+    """The distance beyond which a query is unlike every class of the adapter.
+
+    With held-out support images: the largest distance of a held-out image to its own class
+    (prototypes fitted without it), so no image like those of the support set is flagged. With
+    one shot per class: the largest distance from a class to its nearest other class.
+    """
+    if len(own_distances):
+        value = float(np.max(own_distances))
+        how = f"largest held-out distance of {len(own_distances)} support images to their own class"
+    else:
+        d = head.prototype_distances()
+        np.fill_diagonal(d, np.inf)
+        value = float(np.max(d.min(axis=1)))
+        how = "one shot per class: largest distance from a class to its nearest other class"
+    return {"threshold": value, "distance": head.metric, "calibration": how}
+
+
+def out_of_support(head: Head, threshold: float, embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(N,) flags (True: farther than `threshold` from every class) and (N,) nearest-class distances."""
+    nearest = head.distances(embeddings).min(axis=1)
+    return nearest > threshold, nearest
+
+
+# --- Grad-CAM for an adapter, from model.onnx's outputs
+
+
+def embedding_part(embedding: np.ndarray, features: np.ndarray, *, atol: float = 1e-4) -> tuple[int, int, str] | None:
+    """Where the spatial mean of `features` (C, h, w) sits in `embedding` (D,): (start, stop, how).
+
+    `how` is "mean" (the block is the mean) or "l2_mean" (the block is the L2-normalised mean, as in a
+    concatenation of normalised pooled stages). None when no block of the embedding is either.
+    """
+    mean = features.astype(np.float64).mean(axis=(1, 2))
+    c, d = mean.shape[0], embedding.shape[0]
+    unit = mean / max(float(np.linalg.norm(mean)), 1e-12)
+    scale = max(float(np.abs(mean).max()), 1e-6)
+    # the last block first: later stages are appended after earlier ones
+    for start in [d - c, *range(0, d - c)] if d >= c else []:
+        block = embedding[start : start + c].astype(np.float64)
+        if np.allclose(block, mean, rtol=1e-3, atol=atol * scale):
+            return start, start + c, "mean"
+        if np.allclose(block, unit, rtol=1e-3, atol=atol):
+            return start, start + c, "l2_mean"
+    return None
+
+
+def feature_gradient(grad_embedding: np.ndarray, features: np.ndarray, part: tuple[int, int, str]) -> np.ndarray:
+    """d score / d mean(features) (C,) from d score / d embedding (D,), through the block `part`."""
+    start, stop, how = part
+    g = grad_embedding[start:stop].astype(np.float64)
+    if how == "l2_mean":
+        mean = features.astype(np.float64).mean(axis=(1, 2))
+        norm = max(float(np.linalg.norm(mean)), 1e-12)
+        unit = mean / norm
+        g = (g - (g @ unit) * unit) / norm
+    return g
+
+
+def gradcam(features: np.ndarray, grad_mean: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Grad-CAM from one feature map (C, h, w) and d score / d mean(features) (C,) -> (H, W) in [0, 1].
+
+    With embedding = mean over the h*w positions, d score / d features[c, i, j] = grad_mean[c] / (h*w)
+    at every position, so the channel weights (that gradient averaged over positions) are
+    grad_mean / (h*w). Map = ReLU(sum_c weight_c * features_c), bilinearly upsampled (half-pixel
+    centres, as torch's align_corners=False), min-max normalised; all zeros where it is flat.
+    """
+    c, h, w = features.shape
+    weights = grad_mean.astype(np.float64) / (h * w)
+    cam = np.maximum(np.tensordot(weights, features.astype(np.float64), axes=1), 0.0)
+    cam = upsample_bilinear(cam, size)
+    lo, hi = float(cam.min()), float(cam.max())
+    if hi - lo <= 1e-12 * max(1.0, abs(hi)):
+        return np.zeros(size, dtype=np.float32)
+    return ((cam - lo) / (hi - lo)).astype(np.float32)
+
+
+def upsample_bilinear(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(h, w) -> (H, W), bilinear with half-pixel centres and edge clamping (torch align_corners=False)."""
+    h, w = x.shape
+    out_h, out_w = size
+
+    def axis(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        src = np.maximum((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0.0)
+        lo = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
+        hi = np.minimum(lo + 1, n_in - 1)
+        return lo, hi, src - lo
+
+    y0, y1, fy = axis(h, out_h)
+    x0, x1, fx = axis(w, out_w)
+    top = x[y0][:, x0] * (1 - fx) + x[y0][:, x1] * fx
+    bottom = x[y1][:, x0] * (1 - fx) + x[y1][:, x1] * fx
+    return top * (1 - fy)[:, None] + bottom * fy[:, None]
