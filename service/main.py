@@ -19,7 +19,9 @@ from .metrics import Metrics
 from .middleware import RequestMiddleware
 from .registry import ModelRegistry
 from .routers import api_router
+from .routers import slides as slide_routes
 from .settings import Settings
+from .slides.service import SlideService
 
 log = logging.getLogger("histoserve")
 
@@ -51,10 +53,15 @@ async def lifespan(app: FastAPI):
     app.state.registry, app.state.adapters, app.state.ready = registry, adapters, True
     log.info("ready: %d models %s on %s, %d adapters", len(registry.models), registry.refs(), providers,
              len(adapters))
+    # Slide jobs: records under state_dir; jobs an earlier instance left running are marked failed.
+    slides = SlideService(settings, metrics)
+    await slides.start()
+    app.state.slides = slides
     try:
         yield
     finally:
         app.state.ready = False
+        await slides.stop()
         await registry.stop()
         log.info("stopped")
 
@@ -69,5 +76,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.ready = False
     errors.install(app)
     app.include_router(api_router)
+    app.include_router(slide_routes.router)
     app.add_middleware(RequestMiddleware, metrics=app.state.metrics, max_body_bytes=settings.max_upload_bytes)
+    # Slide uploads stream to disk under their own limit, not the default body limit (middleware body_limits).
+    if hasattr(app.state, "body_limits"):
+        app.state.body_limits["/slides"] = settings.max_slide_bytes + 1024 * 1024  # + multipart envelope
     return app

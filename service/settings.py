@@ -68,6 +68,28 @@ class Settings(BaseSettings):
     label_max_length: int = Field(64, ge=1, le=256)
     label_pattern: str = r"^[A-Za-z0-9][A-Za-z0-9 _.+-]*$"
 
+    # --- whole-slide jobs (POST /slides); results live under <state_dir>/slides/
+    slide_root: Path | None = None  # slides clients may name by `path` instead of uploading; None: uploads only
+    max_slide_bytes: int = Field(4 * 1024**3, ge=1024, le=1024**4)  # one uploaded slide, streamed to disk
+    slide_retention_hours: float = Field(72.0, gt=0, le=24 * 365)  # uploads and results of finished jobs
+    slide_max_tiles: int = Field(20_000, ge=1, le=10_000_000)  # tissue tiles in one slide; more: the job fails
+    slide_max_jobs: int = Field(1, ge=1, le=64)  # slide jobs running at once; the rest wait queued
+    slide_job_timeout_s: float = Field(3600.0, gt=0, le=7 * 86400)  # one job's running time
+    slide_batch_size: int = Field(16, ge=1, le=1024)  # tiles submitted to the batcher at once
+    # Physical size (um) of one network-input pixel for a bundle whose manifest has no pixel_size_um and
+    # whose dataset has no built-in estimate (service/slides/resolution.py); None: a job on such a bundle
+    # needs an explicit tile_size (level-0 pixels per tile) or fails saying so.
+    slide_model_mpp: float | None = Field(None, gt=0, le=100)
+
+    # --- scaling out (several replicas behind a load balancer)
+    # None: adapters are files under state_dir (one process). redis://host:port/db: they live in Redis,
+    # shared by every replica (README, "Scaling out").
+    state_url: str | None = Field(None, pattern=r"^rediss?://[^\s]+$")
+    # On SIGTERM: /readyz answers 503 at once while requests are still served for this long (the load
+    # balancer's time to notice), then no new connections, and in-flight requests get shutdown_timeout_s.
+    shutdown_delay_s: float = Field(0.0, ge=0.0, le=300.0)
+    shutdown_timeout_s: float = Field(10.0, gt=0.0, le=3600.0)
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("providers", mode="before")
