@@ -39,7 +39,7 @@ RUN test "${RUNTIME}" = gpu -o "${RUNTIME}" = cpu \
     || { echo "RUNTIME must be gpu or cpu, got '${RUNTIME}'" >&2; exit 1; }
 RUN python3.12 -m venv /opt/venv \
     && /opt/venv/bin/pip install ".[${RUNTIME}]" \
-    && /opt/venv/bin/python -c "import onnxruntime, service" \
+    && /opt/venv/bin/python -c "import onnxruntime, openslide, service" \
     && if /opt/venv/bin/python -c "import torch" 2>/dev/null; then echo "torch leaked into the serving install" >&2; exit 1; fi
 
 # ---------------------------------------------------------------------------------------------------
