@@ -13,7 +13,7 @@ from importlib.metadata import PackageNotFoundError, version
 import onnxruntime as ort
 from fastapi import FastAPI
 
-from . import errors
+from . import errors, page
 from .adapters import FileAdapterStore
 from .metrics import Metrics
 from .middleware import RequestMiddleware
@@ -69,13 +69,15 @@ async def lifespan(app: FastAPI):
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; `settings` defaults to the environment's (HISTOSERVE_*)."""
     settings = settings or Settings()
-    app = FastAPI(title="histoserve", version=service_version(), lifespan=lifespan,
+    # docs_url/redoc_url off: page.install serves /docs from vendored Swagger UI (FastAPI's loads a CDN).
+    app = FastAPI(title="histoserve", version=service_version(), lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Histopathology classification, few-shot adapters and Grad-CAM from ONNX bundles.")
     app.state.settings = settings
     app.state.metrics = Metrics()
     app.state.ready = False
     errors.install(app)
     app.include_router(api_router)
+    page.install(app)
     app.include_router(slide_routes.router)
     app.add_middleware(RequestMiddleware, metrics=app.state.metrics, max_body_bytes=settings.max_upload_bytes)
     # Slide uploads stream to disk under their own limit, not the default body limit (middleware body_limits).

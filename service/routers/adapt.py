@@ -19,11 +19,13 @@ from ..deps import (
     check_support,
 )
 from ..errors import ServiceError
+from ..schemas import AdapterInfo, AdapterList, Deleted, error_responses
 
 router = APIRouter(tags=["adapters"])
 
 
-@router.post("/adapt", status_code=201, dependencies=[ApiKey, Multipart])
+@router.post("/adapt", status_code=201, dependencies=[ApiKey, Multipart], response_model=AdapterInfo,
+             responses=error_responses(401, 404, 413, 415, 422, 503))
 async def adapt(
     registry: RegistryDep, adapters: AdaptersDep, settings: SettingsDep, metrics: MetricsDep,
     files: Annotated[list[UploadFile], File(description="support images")],
@@ -49,19 +51,20 @@ async def adapt(
     return adapter.meta()
 
 
-@router.get("/adapters")
+@router.get("/adapters", response_model=AdapterList)
 async def list_adapters(adapters: AdaptersDep) -> dict:
     """Every stored adapter."""
     return {"adapters": [a.meta() for a in adapters.all()]}
 
 
-@router.get("/adapters/{adapter_id}")
+@router.get("/adapters/{adapter_id}", response_model=AdapterInfo, responses=error_responses(404, 422))
 async def get_adapter(adapter_id: str, adapters: AdaptersDep) -> dict:
     """One adapter."""
     return adapter_or_404(adapters, adapter_id).meta()
 
 
-@router.delete("/adapters/{adapter_id}", dependencies=[ApiKey])
+@router.delete("/adapters/{adapter_id}", dependencies=[ApiKey], response_model=Deleted,
+               responses=error_responses(401, 404, 422))
 async def delete_adapter(adapter_id: str, adapters: AdaptersDep, metrics: MetricsDep) -> dict:
     """Delete an adapter and its file."""
     adapter = adapter_or_404(adapters, adapter_id)

@@ -16,11 +16,13 @@ from ..deps import (
     check_file_count,
 )
 from ..errors import ServiceError
+from ..schemas import ClassifyResponse, error_responses
 
 router = APIRouter(tags=["classify"])
 
 
-@router.post("/classify", dependencies=[Multipart])
+@router.post("/classify", dependencies=[Multipart], response_model=ClassifyResponse,
+             responses=error_responses(404, 413, 415, 422, 503))
 async def classify(
     registry: RegistryDep, adapters: AdaptersDep, settings: SettingsDep, metrics: MetricsDep,
     files: Annotated[list[UploadFile], File(description="one or more images")],

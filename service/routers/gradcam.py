@@ -8,12 +8,15 @@ from fastapi import APIRouter, File, Form, Request, Response, UploadFile
 
 from .. import inference
 from ..deps import Multipart, RegistryDep, SettingsDep
+from ..schemas import GradcamResponse, error_responses
 
 router = APIRouter(tags=["gradcam"])
 
 
 @router.post("/gradcam", dependencies=[Multipart], response_model=None,
-             responses={200: {"content": {"application/json": {}, "image/png": {}}}})
+             responses={200: {"model": GradcamResponse, "content": {"image/png": {}},
+                        "description": "JSON with the map as a PNG; the blended overlay PNG with Accept: image/png"},
+                        **error_responses(404, 413, 415, 422, 503)})
 async def gradcam(
     request: Request, registry: RegistryDep, settings: SettingsDep,
     file: Annotated[UploadFile, File(description="one image")],

@@ -6,17 +6,18 @@ from fastapi.responses import JSONResponse
 
 from ..deps import MetricsDep
 from ..metrics import CONTENT_TYPE
+from ..schemas import Health, Readiness
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz")
+@router.get("/healthz", response_model=Health)
 async def healthz() -> dict:
     """The process is alive and answering."""
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
 async def readyz(request: Request) -> JSONResponse:
     """Every bundle is loaded and warmed up (503 until then)."""
     state = request.app.state
@@ -28,7 +29,8 @@ async def readyz(request: Request) -> JSONResponse:
     return JSONResponse(body, status_code=200 if ready else 503)
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=Response,
+            responses={200: {"content": {CONTENT_TYPE: {}}, "description": "Prometheus text format"}})
 async def metrics(m: MetricsDep) -> Response:
     """Prometheus text exposition."""
     return Response(m.render(), media_type=CONTENT_TYPE)

@@ -43,7 +43,7 @@ async def receive(request: Request, destination, *, max_file_bytes: int) -> Uplo
                            f"expected a multipart/form-data body, got {content_type or 'no content type'!r}")
     upload = Upload()
     state: dict = {"header": b"", "value": b"", "headers": {}, "name": None, "is_file": False, "buf": bytearray(),
-                   "out": None}
+                   "out": None, "ended": False}
 
     def on_part_begin() -> None:
         state.update(headers={}, name=None, is_file=False, buf=bytearray(), header=b"", value=b"")
@@ -96,7 +96,7 @@ async def receive(request: Request, destination, *, max_file_bytes: int) -> Uplo
     parser = MultipartParser(boundary, {
         "on_part_begin": on_part_begin, "on_header_field": on_header_field, "on_header_value": on_header_value,
         "on_header_end": on_header_end, "on_headers_finished": on_headers_finished, "on_part_data": on_part_data,
-        "on_part_end": on_part_end})
+        "on_part_end": on_part_end, "on_end": lambda: state.update(ended=True)})
     try:
         async for chunk in request.stream():
             parser.write(chunk)
@@ -110,6 +110,9 @@ async def receive(request: Request, destination, *, max_file_bytes: int) -> Uplo
     finally:
         if state["out"] is not None:
             state["out"].close()
+    if not state["ended"]:
+        # A cut-off upload must not become a truncated slide on disk that looks complete.
+        raise ServiceError(400, "bad_request", "the multipart body ends before its closing boundary")
     if upload.file is not None and upload.file_bytes == 0:
         raise ServiceError(422, "empty_file", "the slide file is empty")
     return upload

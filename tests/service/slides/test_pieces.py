@@ -1,0 +1,78 @@
+"""The slide pieces on their own: model resolution, tissue mask, the background lane, the CLI."""
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from service.slides.pipeline import service_classifier
+from service.slides.resolution import model_resolution
+from service.slides.tissue import tissue_mask
+from tests.service.slides.conftest import MODEL_STORE
+
+
+def test_resolution_prefers_the_manifest_then_estimates_then_the_setting():
+    stated = {"pixel_size_um": {"x": 0.5, "y": 0.25, "estimated": False, "source": "paper"}}
+    r = model_resolution(stated, (112, 224), None)
+    assert (r.width_um, r.height_um, r.estimated, r.source) == (112.0, 28.0, False, "paper")
+    sized = {"pixel_size_um": {"x": 0.5, "y": 0.5, "image_size": [448, 448]}}
+    assert model_resolution(sized, (112, 112), None).width_um == 224.0
+    ebhi = model_resolution({"training": {"data": "../shared/data/ebhi_seg"}}, (112, 112), None)
+    assert ebhi.estimated and ebhi.width_um == pytest.approx(268.8)
+    breakhis = model_resolution({"training": {"data": "/data/breakhis_200x"}}, (48, 48), None)
+    assert breakhis.width_um == pytest.approx(343.0) and breakhis.height_um == pytest.approx(225.4)
+    assert model_resolution({}, (84, 84), 2.0).width_um == 168.0
+    assert model_resolution({}, (84, 84), None) is None
+    assert model_resolution({"pixel_size_um": {"x": -1, "y": "a"}}, (84, 84), None) is None
+
+
+def test_tissue_mask_keeps_stain_and_drops_glass_dust_and_grey(ebhi_dir):
+    tile = Image.open(next(ebhi_dir.rglob("*.png"))).convert("RGB").resize((64, 64))
+    canvas = np.full((128, 256, 3), 250, dtype=np.uint8)
+    canvas[32:96, 16:80] = np.asarray(tile)
+    canvas[60:62, 150:152] = (120, 40, 120)  # a 2-px speck of stain: too small to keep
+    canvas[20:100, 180:240] = 150  # grey (unsaturated) smudge
+    mask = tissue_mask(Image.fromarray(canvas))
+    assert mask[36:92, 20:76].mean() > 0.9
+    assert not mask[:, 100:].any()
+
+
+def test_service_tiles_use_the_background_lane():
+    seen = []
+
+    class Model:
+        class bundle:
+            ref, classes, input_size, manifest = "m/1", ["a", "b"], (8, 8), {}
+            preprocessing = None
+
+        async def infer(self, tiles, *, priority="interactive"):
+            seen.append(priority)
+            return [{"probabilities": np.asarray([0.25, 0.75], np.float32)} for _ in tiles]
+
+    classifier = service_classifier(Model(), fallback_mpp=1.0)
+    out = asyncio.run(classifier.infer([np.zeros((3, 8, 8), np.float32)] * 3))
+    assert seen == ["background"] and out.shape == (3, 2)
+
+
+def test_cli_writes_the_same_results(ebhi_slide, tmp_path, capsys, monkeypatch):
+    pytest.importorskip("openslide")
+    from service.slides.__main__ import main
+
+    monkeypatch.setenv("HISTOSERVE_MODEL_STORE", str(MODEL_STORE))
+    broken = tmp_path / "broken.svs"
+    broken.write_text("not a slide")
+    rc = main([str(ebhi_slide["path"]), str(broken), "--model", "ebhi_cbam_resnet18", "--out", str(tmp_path / "out")])
+    assert rc == 1  # one slide failed, the other went through
+    out = tmp_path / "out" / ebhi_slide["path"].name
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["tiles_classified"] == len(ebhi_slide["cells"])
+    geo = json.loads((out / "tiles.geojson").read_text())
+    rows = list(csv.DictReader((out / "tiles.csv").open()))
+    assert len(geo["features"]) == len(rows) == len(ebhi_slide["cells"])
+    assert Image.open(out / "heatmap.png").size == Image.open(out / "thumbnail.png").size
+    err = capsys.readouterr().err
+    assert "broken.svs: failed" in err and "5/5 tiles" in err
