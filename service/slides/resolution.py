@@ -6,7 +6,8 @@ pixels when the manifest says so (`pixel_size_um.image_size`); without it, to th
 (`input.dims`). A tile then covers `x * width` by `y * height` microns, whatever the slide's own spacing.
 
 Bundles exported before that field have none. For them the service uses, in order:
-1. a built-in estimate for the dataset the bundle was trained on (`training.data`), below;
+1. a built-in estimate for the dataset the bundle was trained on (`training.data`, or `training.train.dataset`
+   for an episodic run), below;
 2. the `HISTOSERVE_SLIDE_MODEL_MPP` setting (um per network-input pixel);
 3. nothing: the job needs an explicit `tile_size` or fails saying why.
 
@@ -58,6 +59,17 @@ def _positive(value) -> float | None:
     return v if math.isfinite(v) and v > 0 else None
 
 
+def _dataset(training: dict) -> str | None:
+    """The training dataset's folder name: `data` of a supervised run, `train.dataset` of an episodic one."""
+    data = training.get("data")
+    if isinstance(data, str):
+        return PurePath(data).name
+    train = training.get("train")
+    if isinstance(train, dict) and isinstance(train.get("dataset"), str):
+        return PurePath(train["dataset"]).name
+    return None
+
+
 def model_resolution(manifest: dict, input_size: tuple[int, int], fallback_mpp: float | None) -> ModelResolution | None:
     """The field of view of one model input, from the manifest, a dataset estimate or the setting; else None.
 
@@ -73,9 +85,9 @@ def model_resolution(manifest: dict, input_size: tuple[int, int], fallback_mpp: 
             w_px, h_px = float(width), float(height)
         return ModelResolution(float(px["x"]) * w_px, float(px["y"]) * h_px, bool(px.get("estimated", False)),
                                str(px.get("source") or "manifest"))
-    data = (manifest.get("training") or {}).get("data")
-    if isinstance(data, str) and PurePath(data).name in DATASET_ESTIMATES:
-        x, y, (w_px, h_px), why = DATASET_ESTIMATES[PurePath(data).name]
+    dataset = _dataset(manifest.get("training") or {})
+    if dataset in DATASET_ESTIMATES:
+        x, y, (w_px, h_px), why = DATASET_ESTIMATES[dataset]
         return ModelResolution(x * w_px, y * h_px, True, why)
     if fallback_mpp is not None:
         return ModelResolution(fallback_mpp * width, fallback_mpp * height, True,

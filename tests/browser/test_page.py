@@ -212,12 +212,13 @@ def test_page_is_keyboard_and_screen_reader_friendly(page):
     # Focus follows the reading order: no positive tabindex, and Tab walks header -> classify form.
     assert page.execute_script("return [...document.querySelectorAll('[tabindex]')].filter(e => e.tabIndex > 0).length") == 0
     page.execute_script("document.activeElement.blur(); window.scrollTo(0, 0)")
+    slides = ["nav-slides"] if page.find_element(By.ID, "nav-slides").is_displayed() else []
     order = []
-    for _ in range(9):
+    for _ in range(9 + len(slides)):
         ActionChains(page).send_keys(Keys.TAB).perform()  # to the window: a file input takes send_keys as a path
         active = page.switch_to.active_element
         order.append(active.get_attribute("id") or active.get_attribute("href").rsplit("/", 1)[-1])
-    assert order == ["#main", "#classify", "#adapt", "docs", "api-key", "classify-model", "classify-topk",
+    assert order == ["#main", "#classify", "#adapt", *slides, "docs", "api-key", "classify-model", "classify-topk",
                      "classify-files", "classify-submit"], order
     assert_only_service(page)
 

@@ -317,3 +317,26 @@ def test_metrics_count_jobs_and_tiles(client, ebhi_job):
                 if ln.startswith(f'histoserve_slide_tiles_classified_total{{model="{EBHI}"'))
     assert float(line.split()[-1]) >= 5
     assert "histoserve_slide_tiles_per_second" in text
+
+
+def test_slide_with_a_few_shot_adapter(client, ebhi_slide, ebhi_dir):
+    files, labels = [], []
+    for label in ("normal", "polyp"):
+        for path in sorted((ebhi_dir / label).glob("*.png"))[:2]:
+            buf = io.BytesIO()  # small copies: this app's default body limit is tight on purpose
+            Image.open(path).convert("RGB").resize((84, 84)).save(buf, format="PNG")
+            files.append(("files", (path.name, buf.getvalue(), "image/png")))
+            labels.append(label)
+    made = client.post("/adapt", files=files, data={"labels": ",".join(labels), "model": "ebhi_fewshot_dual_attention"},
+                       headers=AUTH)
+    assert made.status_code == 201, made.text
+    adapter_id = made.json()["id"]
+    assert_error(post_slide(client, file=ebhi_slide["path"].read_bytes(), adapter=adapter_id, model=EBHI),
+                 422, "model_mismatch")
+    record = run_job(client, file=ebhi_slide["path"].read_bytes(), adapter=adapter_id)
+    assert record["status"] == "done", record
+    assert record["adapter"] == adapter_id
+    # the adapter inherits its embedding bundle's resolution (trained on EBHI: the same 268.8 um field)
+    assert record["summary"]["model_resolution"]["tile_width_um"] == pytest.approx(268.8)
+    assert set(record["summary"]["class_fractions"]) == {"normal", "polyp"}
+    assert record["summary"]["tiles_classified"] == len(ebhi_slide["cells"])
