@@ -79,7 +79,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(api_router)
     page.install(app)
     app.include_router(slide_routes.router)
-    app.add_middleware(RequestMiddleware, metrics=app.state.metrics, max_body_bytes=settings.max_upload_bytes)
+    # Exact path -> body limit in bytes for routes that take more than max_upload_bytes (slide uploads).
+    app.state.body_limits = {}
+    app.add_middleware(RequestMiddleware, metrics=app.state.metrics, max_body_bytes=settings.max_upload_bytes,
+                       body_limits=app.state.body_limits)
     # Slide uploads stream to disk under their own limit, not the default body limit (middleware body_limits).
     if hasattr(app.state, "body_limits"):
         app.state.body_limits["/slides"] = settings.max_slide_bytes + 1024 * 1024  # + multipart envelope
