@@ -2,8 +2,10 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-HOST ?= 127.0.0.1
-PORT ?= 8000
+# `make serve` honours HISTOSERVE_HOST/HISTOSERVE_PORT from the environment (as the README documents);
+# `make serve HOST=... PORT=...` on the command line still wins. A generic HOST in the environment does not.
+HOST := $(or $(HISTOSERVE_HOST),127.0.0.1)
+PORT := $(or $(HISTOSERVE_PORT),8000)
 
 .PHONY: install serve test lint bench clean
 
