@@ -14,7 +14,6 @@ import onnxruntime as ort
 from fastapi import FastAPI
 
 from . import errors, page
-from .adapters import FileAdapterStore
 from .metrics import Metrics
 from .middleware import RequestMiddleware
 from .registry import ModelRegistry
@@ -22,6 +21,7 @@ from .routers import api_router
 from .routers import slides as slide_routes
 from .settings import Settings
 from .slides.service import SlideService
+from .state import open_adapter_store
 
 log = logging.getLogger("histoserve")
 
@@ -44,7 +44,8 @@ async def lifespan(app: FastAPI):
     # Loading and warm-up are blocking ORT work: keep them off the event loop.
     await asyncio.to_thread(registry.load)
     await asyncio.to_thread(registry.warm_up)
-    adapters = FileAdapterStore(settings.state_dir)
+    # Files under state_dir, or Redis shared by every replica (HISTOSERVE_STATE_URL).
+    adapters = open_adapter_store(settings)
     await asyncio.to_thread(adapters.load)
     metrics.adapters.set(len(adapters))
     providers = registry.providers()

@@ -1,12 +1,15 @@
 """Operational endpoints: liveness, readiness, Prometheus metrics."""
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from ..deps import MetricsDep
 from ..metrics import CONTENT_TYPE
 from ..schemas import Health, Readiness
+from ..state import state_health
 
 router = APIRouter(tags=["health"])
 
@@ -19,13 +22,18 @@ async def healthz() -> dict:
 
 @router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
 async def readyz(request: Request) -> JSONResponse:
-    """Every bundle is loaded and warmed up (503 until then)."""
+    """Every bundle is loaded and warmed up (503 until then, and from SIGTERM on while draining).
+
+    The state store's health is reported but does not decide readiness: /classify works without it,
+    and a load balancer must not drop every replica because Redis blinked."""
     state = request.app.state
     registry = getattr(state, "registry", None)
     ready = bool(getattr(state, "ready", False)) and registry is not None
     body = {"ready": ready,
             "models": registry.refs() if registry else [],
-            "refused": registry.refused if registry else {}}
+            "refused": registry.refused if registry else {},
+            "draining": bool(getattr(state, "draining", False)),
+            "state": await asyncio.to_thread(state_health, getattr(state, "adapters", None))}
     return JSONResponse(body, status_code=200 if ready else 503)
 
 
