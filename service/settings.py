@@ -75,7 +75,9 @@ class Settings(BaseSettings):
     slide_max_tiles: int = Field(20_000, ge=1, le=10_000_000)  # tissue tiles in one slide; more: the job fails
     slide_max_jobs: int = Field(1, ge=1, le=64)  # slide jobs running at once; the rest wait queued
     slide_job_timeout_s: float = Field(3600.0, gt=0, le=7 * 86400)  # one job's running time
-    slide_batch_size: int = Field(8, ge=1, le=1024)  # tiles a job submits at once (one background batch at the default max_batch_size)
+    # Tiles a job submits at once. An interactive request waits at most for the background batch already in
+    # ORT, so small is kind to /classify; on CPU, small nets lose little throughput at 4 (bench/slides.py).
+    slide_batch_size: int = Field(4, ge=1, le=1024)
     # Physical size (um) of one network-input pixel for a bundle whose manifest has no pixel_size_um and
     # whose dataset has no built-in estimate (service/slides/resolution.py); None: a job on such a bundle
     # needs an explicit tile_size (level-0 pixels per tile) or fails saying so.

@@ -8,10 +8,14 @@ batch ahead of the batch being classified, so reading and inference overlap.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
+import os
+import threading
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +34,22 @@ log = logging.getLogger("histoserve.slides")
 
 Infer = Callable[[list[np.ndarray]], Awaitable[np.ndarray]]  # preprocessed tiles -> (N, K) probabilities
 Progress = Callable[[int, int], None]  # (tiles done, tiles total)
+
+# Slide work off the event loop runs in its own threads, at a lower CPU priority (Linux niceness is per
+# thread): on a small machine, decoding tiles must not take the cores from interactive requests.
+READ_NICENESS = 10
+
+
+def _lower_priority() -> None:
+    with contextlib.suppress(AttributeError, OSError, PermissionError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), READ_NICENESS)
+
+
+_READERS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="slide-read", initializer=_lower_priority)
+
+
+async def _in_reader(fn, *args):
+    return await asyncio.get_running_loop().run_in_executor(_READERS, fn, *args)
 
 
 @dataclass
@@ -106,13 +126,13 @@ async def run_slide(path: Path, classifier: TileClassifier, out_dir: Path, *, mp
     """
     started = time.perf_counter()
     progress = progress or (lambda done, total: None)
-    slide = await asyncio.to_thread(Slide, path, mpp)
+    slide = await _in_reader(Slide, path, mpp)
     try:
         info = slide.info
         tile_w, tile_h = tile_size_px(info, classifier.resolution, tile_size)
         level, read_w, read_h = choose_level(info, tile_w, tile_h, classifier.input_size, slide.best_level, level)
-        thumbnail = await asyncio.to_thread(slide.thumbnail, _thumbnail_side(info, tile_w, tile_h))
-        mask = await asyncio.to_thread(tissue_mask, thumbnail)
+        thumbnail = await _in_reader(slide.thumbnail, _thumbnail_side(info, tile_w, tile_h))
+        mask = await _in_reader(tissue_mask, thumbnail)
         grid = build_grid(info, mask, tile_w, tile_h, level, read_w, read_h)
         total = len(grid.coords)
         if total > max_tiles:
@@ -128,12 +148,12 @@ async def run_slide(path: Path, classifier: TileClassifier, out_dir: Path, *, mp
             return tensors
 
         probabilities = np.zeros((total, len(classifier.classes)), dtype=np.float32)
-        pending = asyncio.ensure_future(asyncio.to_thread(read_batch, 0)) if total else None
+        pending = asyncio.ensure_future(_in_reader(read_batch, 0)) if total else None
         try:
             for start in range(0, total, batch_size):
                 tiles = await pending
                 nxt = start + batch_size
-                pending = asyncio.ensure_future(asyncio.to_thread(read_batch, nxt)) if nxt < total else None
+                pending = asyncio.ensure_future(_in_reader(read_batch, nxt)) if nxt < total else None
                 probabilities[start : start + len(tiles)] = await classifier.infer(tiles)
                 progress(min(nxt, total), total)
         finally:
@@ -142,11 +162,11 @@ async def run_slide(path: Path, classifier: TileClassifier, out_dir: Path, *, mp
                 await asyncio.wait([pending])
                 if not pending.cancelled():
                     pending.exception()
-        await asyncio.to_thread(outputs.write_results, out_dir, coords=grid.coords, size=(tile_w, tile_h),
-                                probabilities=probabilities, tissue=grid.tissue, classes=classifier.classes,
-                                thumbnail=thumbnail, slide_size=(info.width, info.height))
+        await _in_reader(lambda: outputs.write_results(
+            out_dir, coords=grid.coords, size=(tile_w, tile_h), probabilities=probabilities, tissue=grid.tissue,
+            classes=classifier.classes, thumbnail=thumbnail, slide_size=(info.width, info.height)))
     finally:
-        await asyncio.to_thread(slide.close)
+        await _in_reader(slide.close)
     seconds = time.perf_counter() - started
     fractions = outputs.tissue_fractions(probabilities, grid.tissue, classifier.classes)
     tissue_mm2 = float(mask.mean()) * info.width * info.height * info.mpp_x * info.mpp_y / 1e6
