@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "training.cli",  # train, evaluate, baseline (below)
     "training.fewshot.cli",  # fewshot, fewshot-eval, fewshot-export
     "training.export_cli",  # export, verify, localise
+    "training.wsinfer",  # export-wsinfer (TorchScript + WSInfer config.json)
 )
 
 
@@ -51,6 +52,11 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("compare", help="markdown table of several runs' test metrics (same split required)")
     p.add_argument("runs", nargs="+", help="run directories with metrics.json")
     p.set_defaults(func=_compare)
+
+    p = sub.add_parser("cv-table", help="mean and std over cross-validation folds of several methods (same folds)")
+    p.add_argument("methods", nargs="+", help="method directories holding fold0/, fold1/, ... run directories")
+    p.add_argument("--json", default=None, help="also write the per-fold figures to this file")
+    p.set_defaults(func=_cv_table)
 
 
 def _overrides(args) -> list[str]:
@@ -104,6 +110,18 @@ def _compare(args) -> int:
     from training.compare import compare_runs
 
     print(compare_runs(args.runs))
+    return 0
+
+
+def _cv_table(args) -> int:
+    from pathlib import Path
+
+    from training.cv import cv_table
+
+    table, summary = cv_table(args.methods)
+    if args.json:
+        Path(args.json).write_text(json.dumps(summary, indent=1))
+    print(table)
     return 0
 
 

@@ -19,6 +19,8 @@ def small_kwargs(name: str) -> dict:
     if name in ("tad_resnext50", "resnext50_32x4d"):
         # a ResNeXt bottleneck needs planes * width_per_group >= 64
         return dict(num_classes=NUM_CLASSES, widths=(16, 32, 64, 128), groups=8)
+    if "efficientnet" in name:  # fixed widths: the point is the ImageNet checkpoint's shapes
+        return dict(num_classes=NUM_CLASSES)
     if name == "gated_fusion":
         return dict(num_classes=NUM_CLASSES, global_kwargs=dict(widths=SMALL), local_kwargs=dict(widths=SMALL),
                     local_size=32)

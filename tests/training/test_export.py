@@ -23,6 +23,8 @@ _CIFAR = re.compile(r"(se_|cbam_)?resnet(20|32|56|110)")
 # than all the other networks together (about 150 s of the sweep's 260 s CPU). They run when
 # HISTOSERVE_EXPORT_ALL=1 (run before changing export or a network), and skip with that reason otherwise.
 DEEP = {f"{attn}resnet{depth}" for attn in ("", "se_", "cbam_") for depth in (32, 56, 110)}
+# Lite1/Lite2 and the SE variant run the Lite0 / CBAM-Lite0 code with other multipliers or another gate.
+DEEP |= {"efficientnet_lite1", "efficientnet_lite2", "se_efficientnet_lite0"}
 EXPORT_ALL = os.environ.get("HISTOSERVE_EXPORT_ALL") == "1"
 
 
@@ -35,6 +37,8 @@ def tiny_kwargs(name: str) -> dict:
         return dict(widths=(4, 8, 8))
     if "resnext" in name:
         return dict(widths=(16, 16, 16, 16), groups=2, width_per_group=8)
+    if "efficientnet" in name:
+        return dict(head_dims=(16, 8)) if name.startswith("lwa_") else {}
     if name.startswith("lwa_"):
         return dict(widths=(8, 8, 16, 16), head_dims=(16, 8))
     return dict(widths=(8, 8, 16, 16))
@@ -59,7 +63,7 @@ def tiny_model(name: str, seed: int = 0) -> torch.nn.Module:
 def _sweep():
     for name in models.list_models():
         marks = [] if EXPORT_ALL or name not in DEEP else [pytest.mark.skip(
-            reason=f"{name}: same code as its 20-layer sibling, slow to export; set HISTOSERVE_EXPORT_ALL=1")]
+            reason=f"{name}: same code as a sibling that is exported, slow to export; set HISTOSERVE_EXPORT_ALL=1")]
         yield pytest.param(name, marks=marks, id=name)
 
 
@@ -117,6 +121,23 @@ def test_embedding_bundle_has_no_class_scores(tmp_path):
     emb = sess.run(["embedding"], {"image": x.numpy()})[0]
     with torch.no_grad():
         assert np.abs(emb - model.embed(x).numpy()).max() < 1e-4
+    # a Grad-CAM needs class logits: an embedding bundle carries model.onnx alone
+    assert sorted(p.name for p in bundle.iterdir()) == ["manifest.json", "model.onnx"]
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert list(manifest["graphs"]) == ["classify"] and manifest["model_args"]["num_classes"] == len(CLASSES)
+
+
+def test_model_args_are_exports_own_and_paths_stay_relative(tmp_path):
+    model = tiny_model("resnet20")
+    with pytest.raises(ValueError, match="model_args"):
+        export_bundle(model, tmp_path, "m", classes=CLASSES, input_size=(32, 32),
+                      extra_manifest={"model_args": {"num_classes": 1000}})
+    bundle = export_bundle(model, tmp_path, "m", classes=CLASSES, input_size=(32, 32),
+                           model_args={"widths": [4, 8, 8]}, extra_manifest={"training": {"data": "/data/x/ebhi_seg"}},
+                           pixel_size_um={"x": 0.42, "y": 0.42, "estimated": True, "source": "400x, dataset paper"})
+    m = json.loads((bundle / "manifest.json").read_text())
+    assert m["model_args"] == {"widths": [4, 8, 8], "num_classes": len(CLASSES)}
+    assert m["training"]["data"] == "ebhi_seg" and m["pixel_size_um"]["x"] == 0.42
 
 
 def test_versions_count_up_and_are_never_overwritten(tmp_path):

