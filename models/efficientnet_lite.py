@@ -205,11 +205,13 @@ class EfficientNetLite(Network):
                     x = self._attn[str(stage)](x)
                 yield stage, x
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        for _, x in self._stages(x):
-            pass
-        x = self.act(self._bn1(self._conv_head(x)))
+    def _head_conv(self, last_stage: torch.Tensor) -> torch.Tensor:
+        x = self.act(self._bn1(self._conv_head(last_stage)))
         return self.head_attn(x) if self.head_attn is not None else x
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        *_, (_, last_stage) = self._stages(x)
+        return self._head_conv(last_stage)
 
     def head(self, feats: torch.Tensor) -> torch.Tensor:
         x = global_avg(feats)
@@ -227,14 +229,9 @@ class EfficientNetLite(Network):
         than the ImageNet-specific last layer alone)."""
         if not self.embed_stages:
             return global_avg(self.features(x))
-        parts = []
-        for stage, x in self._stages(x):
-            if stage in self.embed_stages:
-                parts.append(F.normalize(global_avg(x), dim=1))
-        last = self.act(self._bn1(self._conv_head(x)))
-        if self.head_attn is not None:
-            last = self.head_attn(last)
-        parts.append(F.normalize(global_avg(last), dim=1))
+        stages = list(self._stages(x))
+        parts = [F.normalize(global_avg(fmap), dim=1) for stage, fmap in stages if stage in self.embed_stages]
+        parts.append(F.normalize(global_avg(self._head_conv(stages[-1][1])), dim=1))
         return torch.cat(parts, dim=1)
 
 
