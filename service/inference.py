@@ -13,9 +13,11 @@ from fastapi import UploadFile
 from PIL import Image
 
 from .adapters import Adapter
+from .adapters.heads import embedding_part, feature_gradient
+from .adapters.heads import gradcam as head_gradcam
 from .errors import ServiceError
 from .imaging import decode_image, encode_png, preprocess
-from .registry import LoadedModel
+from .registry import LoadedModel, ModelRegistry
 
 
 async def read_image(upload: UploadFile, max_pixels: int) -> Image.Image:
@@ -54,11 +56,102 @@ async def embed(model: LoadedModel, images: list[Image.Image], chunk: int) -> np
     return np.stack(rows).astype(np.float32)
 
 
+# --- few-shot adapters
+
+DIHEDRAL = (None, Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_180, Image.Transpose.ROTATE_270,
+            Image.Transpose.FLIP_LEFT_RIGHT, Image.Transpose.FLIP_TOP_BOTTOM, Image.Transpose.TRANSPOSE,
+            Image.Transpose.TRANSVERSE)  # the 8 symmetries of the square; None: the image as sent
+
+
+async def embed_support(model: LoadedModel, images: list[Image.Image], chunk: int,
+                        augment: str) -> tuple[np.ndarray, list[int]]:
+    """Support embeddings and the source image of each row; "dihedral" adds the 7 other views of each."""
+    if augment != "dihedral":
+        return await embed(model, images, chunk), list(range(len(images)))
+    views = await asyncio.to_thread(
+        lambda: [img if t is None else img.transpose(t) for img in images for t in DIHEDRAL])
+    return await embed(model, views, chunk), [i for i in range(len(images)) for _ in DIHEDRAL]
+
+
+def model_sha256(bundle) -> str | None:
+    """The hash of a bundle's model.onnx as its manifest records it (checked when the bundle loaded)."""
+    return bundle.manifest.get("files", {}).get(bundle.graphs["classify"]["file"])
+
+
+def adapter_model(registry: ModelRegistry, adapter: Adapter) -> LoadedModel:
+    """The embedding bundle an adapter was built on; a 404 naming it when it is not loaded, a 422 when the
+    bundle under that name and version is not the one the adapter was built on (other hash or size)."""
+    ref = f"{adapter.model}/{adapter.version}"
+    loaded = registry.models.get((adapter.model, adapter.version))
+    if loaded is None:
+        raise ServiceError(404, "bundle_not_loaded",
+                           f"adapter {adapter.id} was built on the embedding bundle {ref}, which is not loaded "
+                           "here; load that bundle, or build the adapter again on a loaded one",
+                           {"bundle": ref, "loaded": registry.refs()})
+    sha = model_sha256(loaded.bundle)
+    if adapter.bundle_sha256 is not None and sha != adapter.bundle_sha256:
+        raise ServiceError(422, "bundle_mismatch",
+                           f"adapter {adapter.id} was built on a different {ref} (model.onnx sha256 "
+                           f"{adapter.bundle_sha256[:12]}..., loaded {str(sha)[:12]}...); build it again",
+                           {"bundle": ref, "adapter_sha256": adapter.bundle_sha256, "loaded_sha256": sha})
+    dim = loaded.bundle.graphs["classify"]["outputs"].get("embedding", {}).get("dims", [0, -1])[-1]
+    if dim >= 0 and dim != adapter.scorer.dim:
+        raise ServiceError(422, "bundle_mismatch", f"adapter {adapter.id} holds {adapter.scorer.dim}-dimensional "
+                           f"classes but {ref} embeds in {dim} dimensions; build it again", {"bundle": ref})
+    return loaded
+
+
 async def classify_with_adapter(model: LoadedModel, adapter: Adapter, images: list[Image.Image],
                                 top_k: int) -> list[dict]:
+    """Per image: the adapter's classes as `classify` gives them, and whether it lies outside the support."""
     embeddings = await embed(model, images, chunk=len(images))
     probabilities = adapter.classify(embeddings)
-    return [_result(p, adapter.classes, top_k) for p in probabilities]
+    flags, nearest = adapter.outside(embeddings)
+    return [{**_result(p, adapter.classes, top_k), "out_of_support": flag, "support_distance": d}
+            for p, flag, d in zip(probabilities, flags, nearest, strict=True)]
+
+
+async def adapter_gradcam(model: LoadedModel, adapter: Adapter, image: Image.Image, target: str | None) -> dict:
+    """Grad-CAM of the adapter's class score with respect to model.onnx's last feature map, in numpy.
+
+    The head's score gradient with respect to the embedding has a closed form (heads.Head.logit_gradient);
+    where the embedding, or a block of it, is the spatial mean of `features` (or its L2-normalised mean),
+    the gradient with respect to every position of the feature map follows from it. A block from other
+    stages of a multi-stage embedding is held fixed, and the answer says so."""
+    bundle = model.bundle
+    if "features" not in bundle.graphs["classify"]["outputs"]:
+        raise ServiceError(422, "gradcam_unavailable", f"{bundle.ref} has no features output to explain")
+    if target is not None and target not in adapter.classes:
+        raise ServiceError(422, "unknown_target", f"target {target!r} is not a class of adapter {adapter.id}",
+                           {"valid_targets": adapter.classes})
+    (out,) = await model.infer(await tensors(model, [image]))
+    embedding, features = out["embedding"], out["features"]
+    part = embedding_part(embedding, features)
+    if part is None:
+        raise ServiceError(422, "gradcam_unavailable",
+                           f"the embedding of {bundle.ref} is neither the spatial mean of its last feature map nor "
+                           "contains it as a block (plain or L2-normalised), so its gradient with respect to that "
+                           "map has no closed form here")
+    probabilities = adapter.classify(embedding[None])[0]
+    predicted = int(np.argmax(probabilities))
+    target_index = adapter.classes.index(target) if target is not None else predicted
+    grad = adapter.scorer.logit_gradient(embedding[None], np.asarray([target_index]))[0]
+    heatmap = await asyncio.to_thread(head_gradcam, features, feature_gradient(grad, features, part),
+                                      tuple(bundle.input_size))
+    flags, nearest = adapter.outside(embedding[None])
+    start, stop, how = part
+    whole = start == 0 and stop == embedding.shape[0]
+    explained = {"embedding_slice": [start, stop], "embedding_dim": int(embedding.shape[0]),
+                 "pooling": "mean" if how == "mean" else "L2-normalised mean",
+                 "note": "the whole embedding is the spatial mean of the last feature map" if whole else
+                 f"only embedding[{start}:{stop}], pooled from the last feature map, is explained; the rest of "
+                 "the embedding (other stages) is held fixed"}
+    described = {k: v for k, v in bundle.manifest.get("embedding", {}).items() if k in ("stages", "pooling")}
+    if described:  # what the manifest says the embedding is built from, when it says
+        explained["manifest"] = described
+    return {"label": adapter.classes[predicted], "score": float(probabilities[predicted]),
+            "target": adapter.classes[target_index], "map": heatmap, "explained": explained,
+            "out_of_support": flags[0], "support_distance": nearest[0]}
 
 
 async def gradcam(model: LoadedModel, image: Image.Image, target: str | None) -> dict:

@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     adapter_max_classes: int = Field(20, ge=2, le=1000)
     adapter_max_shots: int = Field(50, ge=1, le=10_000)  # per class
     adapter_max_count: int = Field(1000, ge=1, le=1_000_000)  # adapters kept at once
+    # Support-set augmentation when a /adapt request does not say: "dihedral" embeds each image in its 8
+    # rotations/flips (8x the embedding work); "none" embeds it as sent.
+    adapter_augment: Literal["none", "dihedral"] = "none"
     label_max_length: int = Field(64, ge=1, le=256)
     label_pattern: str = r"^[A-Za-z0-9][A-Za-z0-9 _.+-]*$"
 

@@ -34,7 +34,7 @@ async def classify(
     check_file_count(len(files), settings.max_files)
     if adapter is not None:
         chosen = adapter_or_404(adapters, adapter)
-        loaded = registry.resolve(f"{chosen.model}/{chosen.version}")
+        loaded = inference.adapter_model(registry, chosen)  # 404 naming its bundle when that is gone
         if model is not None and model not in (chosen.model, loaded.bundle.ref):
             raise ServiceError(422, "model_mismatch", f"adapter {adapter} was built on {loaded.bundle.ref}, not {model}")
     else:

@@ -1,8 +1,11 @@
-"""Prototype maths, leave-one-out accuracy, atomic persistence without pickle, support-set limits."""
+"""Prototype maths, leave-one-out accuracy, atomic persistence without pickle, the versioned format and
+older adapter files, support-set limits."""
 from __future__ import annotations
 
 import io
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -127,23 +130,70 @@ def _rewrite(path, **arrays):
     path.write_bytes(buf.getvalue())
 
 
-def test_format_header_legacy_files_and_newer_formats(tmp_path):
+DATA = Path(__file__).parent / "data"
+# Written by the service before this format: without a header (format 0), and format 1 (header, prototype head).
+LEGACY = {"legacyformat0aaaaaaaaa": "legacy", "legacyformat1bbbbbbbbb": "format one"}
+
+
+def test_format_header_and_newer_formats(tmp_path):
     store = FileAdapterStore(tmp_path)
     store.load()
-    legacy, newer = _adapter(1), _adapter(2)
-    store.save(legacy)
+    current, newer = _adapter(1), _adapter(2)
+    store.save(current)
     store.save(newer)
     d = tmp_path / "adapters"
-    with np.load(d / f"{legacy.id}.npz", allow_pickle=False) as data:
+    with np.load(d / f"{current.id}.npz", allow_pickle=False) as data:
         header = json.loads(data["header"].tobytes().decode())
         meta = json.loads(data["meta"].tobytes().decode())
-    assert header == {"format": ADAPTER_FORMAT, "head": "prototype"}
-    assert "head" not in meta  # a server that predates the header reads `meta` as before
-    _rewrite(d / f"{legacy.id}.npz", header=None)  # a file written before the header existed
+        names = set(data.files)
+    assert header == {"format": ADAPTER_FORMAT, "head": current.head}
+    assert "head" not in meta and meta["selection"]["chosen"] == current.head
+    assert names == {"meta", "header", "prototypes", *(f"head.{k}" for k in current.head_arrays)}
     _rewrite(d / f"{newer.id}.npz", header=np.frombuffer(
         json.dumps({"format": ADAPTER_FORMAT + 1, "head": "prototype"}).encode(), dtype=np.uint8))
     fresh = FileAdapterStore(tmp_path)
     skipped = fresh.load()
-    assert [a.id for a in fresh.all()] == [legacy.id]
-    assert fresh.get(legacy.id).head == "prototype"
+    assert [a.id for a in fresh.all()] == [current.id]
+    assert fresh.get(current.id).meta() == current.meta()
+    for k, v in current.head_arrays.items():
+        np.testing.assert_array_equal(fresh.get(current.id).head_arrays[k], v)
     assert [(p.stem, "newer" in why) for p, why in skipped] == [(newer.id, True)]
+
+
+def test_adapters_in_the_older_formats_still_load_and_classify_as_before(tmp_path):
+    d = tmp_path / "adapters"
+    d.mkdir()
+    for adapter_id in LEGACY:
+        shutil.copy(DATA / f"{adapter_id}.npz", d / f"{adapter_id}.npz")
+    store = FileAdapterStore(tmp_path)
+    assert store.load() == []
+    emb = np.load(DATA / "legacy_support_embeddings.npy")
+    q = np.random.default_rng(3).normal(size=(4, emb.shape[1])).astype(np.float32)
+    for adapter_id, support in (("legacyformat0aaaaaaaaa", emb), ("legacyformat1bbbbbbbbb", emb[::-1])):
+        a = store.get(adapter_id)
+        assert a.name == LEGACY[adapter_id] and a.head == "prototype" and a.classes == ["tumour", "stroma"]
+        assert a.selection is None and a.out_of_support is None and a.bundle_sha256 is None
+        means = np.stack([support[:3].mean(0), support[3:].mean(0)])
+        np.testing.assert_allclose(a.prototypes, means, rtol=1e-6)
+        np.testing.assert_allclose(a.classify(q), softmax_neg(distances(q, means, "squared_euclidean"), 1.0),
+                                   rtol=1e-5)
+        flags, nearest = a.outside(q)
+        assert flags == [None] * 4 and len(nearest) == 4  # no threshold was calibrated for them
+        store.save(a)  # re-saved, it is a current-format file that still reads the same
+        again = FileAdapterStore(tmp_path)
+        again.load()
+        np.testing.assert_allclose(again.get(adapter_id).classify(q), a.classify(q), rtol=1e-6)
+
+
+def test_head_arrays_that_do_not_fit_are_refused(tmp_path):
+    store = FileAdapterStore(tmp_path)
+    store.load()
+    a = new_adapter(name=None, model="m", version=1, embeddings=np.random.default_rng(4).normal(size=(6, 4)),
+                    labels=["a", "a", "b", "b", "c", "c"], distance="squared_euclidean", temperature=1.0,
+                    head="logistic")
+    store.save(a)
+    path = tmp_path / "adapters" / f"{a.id}.npz"
+    _rewrite(path, **{"head.weights": np.zeros((2, 4), dtype=np.float32)})
+    fresh = FileAdapterStore(tmp_path)
+    skipped = fresh.load()
+    assert fresh.all() == [] and "weights" in skipped[0][1]
