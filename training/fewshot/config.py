@@ -29,6 +29,7 @@ class FewShotConfig:
     method_args: dict = field(default_factory=dict)   # e.g. inner_lr, inner_steps, first_order
     backbone: str = "cbam_resnet18"         # a models registry name with features(x) and embed(x)
     backbone_args: dict = field(default_factory=dict)  # e.g. widths, channel_attention, spatial_attention
+    init: str | None = None                 # "imagenet" or a state-dict file/URL for the backbone, before meta-training
     image_size: int = 84                    # images are decoded once at this size and kept as uint8
     train: DataSplit | None = None          # meta-training classes
     tests: list[DataSplit] = field(default_factory=list)  # unseen-class test sets (and cross-dataset)
@@ -51,6 +52,7 @@ class FewShotConfig:
     @classmethod
     def from_dict(cls, d: dict) -> FewShotConfig:
         known = {f.name for f in fields(cls)}
+        d = {k: v for k, v in d.items() if not k.startswith("_")}  # "_comment" keys are notes, as in TrainConfig
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(f"unknown few-shot config keys {unknown}; known: {sorted(known)}")

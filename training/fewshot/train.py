@@ -22,7 +22,12 @@ def meta_train(cfg: FewShotConfig, out_dir, bank=None) -> Path:
         torch.set_num_threads(cfg.threads)
     bank = bank or load_bank(cfg.train, cfg.image_size)
     sampler = bank.sampler(cfg.n_way, cfg.k_shot, cfg.q_query, seed=cfg.seed)
-    method = build_method(cfg).to(cfg.device)
+    method = build_method(cfg)
+    if cfg.init:
+        from training.train import load_init_weights
+
+        load_init_weights(method.backbone, cfg.init)
+    method = method.to(cfg.device)
     mean, std = normalisation(method)
     opt = torch.optim.Adam(method.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     rng = np.random.default_rng(cfg.seed)
