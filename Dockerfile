@@ -29,11 +29,13 @@ ENV PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 
 # ---------------------------------------------------------------------------------------------------
-# build: the serving virtualenv. Only service/ is copied, so the image cannot import models/ or training/.
+# build: the serving virtualenv. Only bundle/ (the torch-free bundle contract) and service/ are copied,
+# so the image cannot import models/ or training/.
 FROM python AS build
 ARG RUNTIME
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY bundle/ bundle/
 COPY service/ service/
 RUN test "${RUNTIME}" = gpu -o "${RUNTIME}" = cpu \
     || { echo "RUNTIME must be gpu or cpu, got '${RUNTIME}'" >&2; exit 1; }
@@ -59,6 +61,7 @@ ENV HISTOSERVE_PROVIDERS=CPUExecutionProvider \
 FROM python AS train
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY bundle/ bundle/
 COPY models/ models/
 COPY training/ training/
 RUN python3.12 -m venv /opt/venv && /opt/venv/bin/pip install ".[train,cpu]"

@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 import onnxruntime as ort
 
+from bundle import Graph, check_io
+
 from .settings import Settings
 from .store import Bundle, BundleError
 
@@ -18,8 +20,6 @@ _OPT_LEVELS = {
     "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
 }
-_ORT_DTYPES = {"tensor(float)": "float32", "tensor(int64)": "int64", "tensor(double)": "float64",
-               "tensor(float16)": "float16", "tensor(int32)": "int32"}
 
 
 def wanted_providers(settings: Settings) -> list[str]:
@@ -42,25 +42,10 @@ def _session_options(settings: Settings) -> ort.SessionOptions:
     return options
 
 
-def _check_io(session: ort.InferenceSession, graph: dict, where: str) -> None:
-    """The graph's real inputs and outputs must be the ones the manifest declares."""
-    for side, args in (("inputs", session.get_inputs()), ("outputs", session.get_outputs())):
-        real = {a.name: a for a in args}
-        declared = graph[side]
-        if set(real) != set(declared):
-            raise BundleError(f"{where} {side} are {sorted(real)}, manifest says {sorted(declared)}")
-        for name, spec in declared.items():
-            arg = real[name]
-            dtype = _ORT_DTYPES.get(arg.type, arg.type)
-            if dtype != spec["dtype"]:
-                raise BundleError(f"{where} {side[:-1]} {name!r} is {dtype}, manifest says {spec['dtype']}")
-            shape = list(arg.shape)
-            if len(shape) != len(spec["dims"]):
-                raise BundleError(f"{where} {side[:-1]} {name!r} has rank {len(shape)}, manifest dims {spec['dims']}")
-            for got, want in zip(shape, spec["dims"], strict=True):
-                # Dynamic axes come back as names or None; only fixed sizes can disagree.
-                if isinstance(got, int) and want >= 0 and got != want:
-                    raise BundleError(f"{where} {side[:-1]} {name!r} has shape {shape}, manifest dims {spec['dims']}")
+def _check_io(session: ort.InferenceSession, bundle: Bundle, key: str) -> None:
+    """The graph's real inputs and outputs must be the ones the manifest declares (the contract's own check)."""
+    graph = bundle.spec.graphs[key] if bundle.spec is not None else Graph.model_validate(bundle.graphs[key])
+    check_io(session, graph, key)
 
 
 class ModelRuntime:
@@ -77,9 +62,9 @@ class ModelRuntime:
                 self.gradcam_session = ort.InferenceSession(str(bundle.gradcam_file), options, providers=providers)
         except Exception as e:  # ORT raises its own exception types for unreadable graphs
             raise BundleError(f"ONNX Runtime cannot load the graph: {e}") from e
-        _check_io(self.session, bundle.graphs["classify"], "model graph")
+        _check_io(self.session, bundle, "classify")
         if self.gradcam_session is not None:
-            _check_io(self.gradcam_session, bundle.graphs["gradcam"], "gradcam graph")
+            _check_io(self.gradcam_session, bundle, "gradcam")
         self.output_names = [o.name for o in self.session.get_outputs()]
 
     @property

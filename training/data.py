@@ -17,16 +17,11 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+# One place for the data rules, torch-free and shared with the benchmark: the image suffixes,
+# each dataset's group (patient/specimen) pattern, the data directory (bundle/datasets.py).
+from bundle.datasets import GROUP_PATTERNS, IMAGE_SUFFIXES, default_data_dir  # noqa: F401 (re-exported)
 
-# Group rules by dataset folder name: a regex with one capture group, applied to the file name.
-GROUP_PATTERNS: dict[str, str] = {
-    # GT2001837-1-400-001.png -> GT2001837 (specimen: the prefix before the first '-')
-    "ebhi_seg": r"^([^-]+)-",
-    # A_29960CD_200X_000.png -> 29960 (patient: numeric root of the 2nd '_' field, since
-    # ids that share a numeric root, 18842 and 18842D, may be one person)
-    "breakhis_200x": r"^[^_]+_(\d+)",
-}
+IMAGE_EXTENSIONS = IMAGE_SUFFIXES
 
 
 class ImageReadError(ValueError):

@@ -117,6 +117,6 @@ def test_dockerignore_keeps_the_context_small():
     ignored = {line.strip() for line in lines if line.strip() and not line.startswith("#")}
     assert {"**/.git", "**/.venv", "tests/"} <= ignored
     # ...but never what a stage copies.
-    copied = {"service/", "models/", "training/", "model_store/", "pyproject.toml", "README.md",
+    copied = {"bundle/", "service/", "models/", "training/", "model_store/", "pyproject.toml", "README.md",
               "deploy/", "deploy/healthcheck.py"}
     assert not copied & ignored
