@@ -341,11 +341,19 @@ def select_head(embeddings: np.ndarray, y: np.ndarray, n_classes: int, *, groups
     fitted = {kind: fit_head(kind, e, y, n_classes, **params) for kind in heads}
     results = {kind: cross_validate(kind, e, y, groups, n_classes, full=fitted[kind], **params) for kind in heads}
     method = next(iter(results.values()))[2]
-    if method == "one shot per class":
+    if method == "one shot per class" and len(heads) == 1:
+        chosen = heads[0]
+        why = f"{chosen} as requested; one shot per class, so nothing to leave out and no accuracy to report"
+        accuracy, own = None, np.zeros(0)
+    elif method == "one shot per class":
         chosen = COSINE
         why = ("one shot per class: there is nothing to leave out, so cosine prototypes "
                "(the head that needs no fitting and no distance scale)")
         accuracy, own = None, np.zeros(0)
+    elif len(heads) == 1:
+        chosen = heads[0]
+        accuracy, own = results[chosen][0], results[chosen][1]
+        why = f"{chosen} as requested; its {method} accuracy is {accuracy:.3f}"
     else:
         scores = {kind: r[0] for kind, r in results.items()}
         best = max(scores.values())

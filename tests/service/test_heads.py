@@ -154,6 +154,15 @@ def test_one_shot_per_class_takes_cosine_and_says_so():
     assert "nearest other class" in chosen.threshold["calibration"]
 
 
+def test_a_requested_head_is_kept_and_said_so():
+    x, y = _clusters()
+    chosen = select_head(x, y, 3, heads=(LOGISTIC,))
+    assert chosen.head.kind == LOGISTIC and "as requested" in chosen.record["why"]
+    assert list(chosen.record["accuracy"]) == [LOGISTIC] and chosen.accuracy == chosen.record["accuracy"][LOGISTIC]
+    one = select_head(x[::5], y[::5], 3, heads=(PROTOTYPE,))
+    assert one.head.kind == PROTOTYPE and one.accuracy is None and "as requested" in one.record["why"]
+
+
 def test_augmented_copies_are_left_out_together():
     emb = np.array([[0.0], [1.0], [10.0], [11.0]])
     y = np.array([0, 1, 0, 1])  # swapped: each image is nearer the other class's remaining image
