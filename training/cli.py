@@ -88,14 +88,14 @@ def _baseline(args) -> int:
 
     from training.baseline import run_baseline
     from training.config import load_config
-    from training.train import prepare_split
+    from training.splits import prepare_split
 
     over = _overrides(args) + ([f"split_file={json.dumps(args.split)}"] if args.split else [])
     cfg = load_config(args.config, over)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     split = prepare_split(cfg, out)
-    result = run_baseline(split, size=min(cfg.image_size, 128), cache_dir=".data_cache" if cfg.cache else None,
+    result = run_baseline(split, size=min(cfg.image_size, 128), cache_dir=cfg.cache_dir if cfg.cache else None,
                           seed=cfg.seed)
     (out / "baseline.json").write_text(json.dumps(result, indent=1))
     for part in ("val", "test"):

@@ -31,7 +31,8 @@ class TrainConfig:
     image_size: int = 224  # side the images are decoded, cached and trained at
     mean: list = field(default_factory=lambda: [0.485, 0.456, 0.406])  # normalisation (ImageNet's, for --init weights)
     std: list = field(default_factory=lambda: [0.229, 0.224, 0.225])
-    cache: bool = True  # decoded images under .data_cache/ so epochs do not re-decode PNGs
+    cache: bool = True  # decoded images kept under cache_dir so epochs do not re-decode PNGs
+    cache_dir: str = ".data_cache"  # where decoded images are cached (relative to the working directory)
     # -- split --
     split_file: str | None = None  # reuse this split.json instead of making one
     val_frac: float = 0.15  # fraction of groups for validation

@@ -15,7 +15,9 @@ import torch
 import models
 from training.baseline import run_baseline
 from training.config import TrainConfig
-from training.data import HistoDataset, ImageCache
+from training.data import HistoDataset
+from training.engine import pick_device, predict
+from training.loaders import image_cache
 from training.metrics import (
     classification_metrics,
     expected_calibration_error,
@@ -25,7 +27,6 @@ from training.metrics import (
 )
 from training.report import plot_confusion, plot_curves, plot_reliability
 from training.splits import load_split
-from training.train import pick_device, predict
 from training.transforms import eval_transform
 
 HEADLINE = ("accuracy", "balanced_accuracy", "macro_f1", "auc_ovr", "g_mean", "iba", "case_accuracy", "ece")
@@ -47,8 +48,10 @@ def evaluate_run(run_dir, data=None, mask_root=None, baseline: bool | None = Non
     cfg = TrainConfig(**ckpt["config"])
     device = pick_device(cfg)
     model.to(device)
-    split = load_split(run / "split.json", root=data, mask_root=mask_root)
-    cache = ImageCache(cfg.image_size, ".data_cache" if cfg.cache else None)
+    # the folders the run was trained on when they are here, else the split's dataset names
+    here = [p if p and Path(p).is_dir() else None for p in (cfg.data, cfg.mask_root)]
+    split = load_split(run / "split.json", root=data or here[0], mask_root=mask_root or here[1])
+    cache = image_cache(cfg)
     tf = eval_transform(cfg.mean, cfg.std)
 
     if cfg.channels_last:
@@ -97,7 +100,7 @@ def evaluate_run(run_dir, data=None, mask_root=None, baseline: bool | None = Non
         tta_logits, _ = logits_of("test", tta=True)
         metrics["test_tta"] = classification_metrics(test_y, probabilities(tta_logits), split.classes, groups=groups)
     if baseline if baseline is not None else cfg.baseline:
-        base = run_baseline(split, size=min(cfg.image_size, 128), cache_dir=".data_cache" if cfg.cache else None,
+        base = run_baseline(split, size=min(cfg.image_size, 128), cache_dir=cfg.cache_dir if cfg.cache else None,
                             seed=cfg.seed)
         metrics["baseline"] = base
     metrics["summary"] = {

