@@ -13,17 +13,19 @@ reproduces the exact split without the scan or the random generator.
 from __future__ import annotations
 
 import json
+import random
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
-from training.data import ImageFolder, Sample
+from bundle.datasets import resolve_dataset
+from training.data import ImageFolder, Sample, scan_image_folder
 
 PARTS = ("train", "val", "test")
-SPLIT_FORMAT_VERSION = 1
+SPLIT_FORMAT_VERSION = 2  # 2: dataset names instead of root paths; 1 is still read
 
 
 @dataclass
@@ -117,6 +119,8 @@ def make_split(folder: ImageFolder, val_frac: float = 0.15, test_frac: float = 0
 
 
 def save_split(split: Split, path) -> None:
+    """Write the split as JSON: the dataset's name (the image folder's name under the data directory),
+    its group rule and every file by relative path, never this machine's absolute paths."""
     files = []
     for name in PARTS:
         for s in split.part(name):
@@ -129,8 +133,8 @@ def save_split(split: Split, path) -> None:
         "format_version": SPLIT_FORMAT_VERSION,
         "description": split.description,
         "seed": split.seed,
-        "root": str(split.root),
-        "mask_root": str(split.mask_root) if split.mask_root else None,
+        "dataset": Path(split.root).name,
+        "mask_dataset": Path(split.mask_root).name if split.mask_root else None,
         "group_pattern": split.group_pattern,
         "classes": split.classes,
         "counts": {name: len(split.part(name)) for name in PARTS},
@@ -140,14 +144,25 @@ def save_split(split: Split, path) -> None:
     Path(path).write_text(json.dumps(doc, indent=1))
 
 
-def load_split(path, root=None, mask_root=None) -> Split:
-    """Rebuild a split from its file; `root`/`mask_root` override the stored folders (another machine)."""
+def _stored_root(doc: dict, name_key: str, path_key: str, data_dir) -> Path | None:
+    """Where a split's images (or masks) are: format 2 names a dataset under the data directory;
+    format 1 recorded a path, used when it exists here, else its last part as the dataset name."""
+    if doc.get(name_key):
+        return resolve_dataset(doc[name_key], data_dir)
+    stored = doc.get(path_key)
+    if not stored:
+        return None
+    return Path(stored) if Path(stored).is_dir() else resolve_dataset(Path(stored).name, data_dir)
+
+
+def load_split(path, root=None, mask_root=None, data_dir=None) -> Split:
+    """Rebuild a split from its file; `root`/`mask_root` override the stored folders (another layout),
+    `data_dir` the data directory the dataset names are looked up in (default: HISTOSERVE_DATA_DIR)."""
     doc = json.loads(Path(path).read_text())
-    if doc.get("format_version") != SPLIT_FORMAT_VERSION:
+    if doc.get("format_version") not in (1, SPLIT_FORMAT_VERSION):
         raise ValueError(f"{path}: unknown split format_version {doc.get('format_version')!r}")
-    root = Path(root) if root is not None else Path(doc["root"])
-    mroot = mask_root if mask_root is not None else doc.get("mask_root")
-    mroot = Path(mroot) if mroot else None
+    root = Path(root) if root is not None else _stored_root(doc, "dataset", "root", data_dir)
+    mroot = Path(mask_root) if mask_root is not None else _stored_root(doc, "mask_dataset", "mask_root", data_dir)
     classes = doc["classes"]
     index = {c: i for i, c in enumerate(classes)}
     parts: dict[str, list[Sample]] = {name: [] for name in PARTS}
@@ -167,3 +182,55 @@ def load_split(path, root=None, mask_root=None) -> Split:
     return Split(root=root, classes=classes, seed=doc["seed"], group_pattern=doc.get("group_pattern"),
                  mask_root=mroot, description=doc.get("description", ""),
                  class_report=doc.get("class_report", {}), **parts)
+
+
+def apply_class_map(folder: ImageFolder, class_map: dict) -> ImageFolder:
+    """Relabel folders into target classes (BreakHis subtypes -> benign/malignant); groups unchanged."""
+    missing = [c for c in folder.classes if c not in class_map]
+    if missing:
+        raise ValueError(f"class_map has no target for folder(s) {missing}")
+    targets = sorted(set(class_map[c] for c in folder.classes))
+    samples = [replace(s, label=targets.index(class_map[folder.classes[s.label]])) for s in folder.samples]
+    return replace(folder, classes=targets, samples=samples)
+
+
+def limit_per_class(samples: list[Sample], n: int | None, seed: int) -> list[Sample]:
+    """At most about n images per class, taken by whole groups so the split stays group-disjoint."""
+    if not n:
+        return samples
+    rng = random.Random(seed)
+    kept: list[Sample] = []
+    for label in sorted({s.label for s in samples}):
+        by_group: dict[str, list[Sample]] = {}
+        for s in samples:
+            if s.label == label:
+                by_group.setdefault(s.group, []).append(s)
+        groups = sorted(by_group)
+        rng.shuffle(groups)
+        count = 0
+        for g in groups:
+            if count >= n:
+                break
+            kept += by_group[g]
+            count += len(by_group[g])
+    return kept
+
+
+def prepare_split(cfg, out_dir: Path) -> Split:
+    """Scan and split (or reload cfg.split_file), write split.json and data_report.json."""
+    if cfg.split_file:
+        split = load_split(cfg.split_file, root=cfg.data, mask_root=cfg.mask_root)
+        report = {"split_file": cfg.split_file}
+    else:
+        if not cfg.data:
+            raise ValueError("no data folder: pass --data DIR or set 'data' in the config")
+        folder = scan_image_folder(cfg.data, cfg.group_pattern, cfg.mask_root, cfg.classes)
+        report = folder.report()
+        if cfg.class_map:
+            folder = apply_class_map(folder, cfg.class_map)
+        split = make_split(folder, cfg.val_frac, cfg.test_frac, cfg.split_seed, cfg.cv_folds, cfg.cv_fold)
+        # a reloaded split is already limited: limiting again could drop further groups
+        split.train = limit_per_class(split.train, cfg.max_per_class, cfg.split_seed)
+    save_split(split, out_dir / "split.json")
+    (out_dir / "data_report.json").write_text(json.dumps(report, indent=1))
+    return split
