@@ -1,0 +1,116 @@
+"""How often /adapt's out-of-support flag fires: on queries of the adapter's own classes, of other tissue,
+and of glass and blur. In-process (the service's own imaging, ONNX Runtime session and adapter code), no
+HTTP: every image is embedded once, then episodes are numpy.
+
+    python -m bench.adapter_oos [--model model_store/ebhi_fewshot_dual_attention/1] [--episodes 50]
+
+Episodes: 3-way K-shot on EBHI-Seg's classes the default embedding never saw (high-grade IN, normal,
+serrated adenoma), support and queries from different specimens. Query kinds: own (other specimens of
+the adapter's classes), ebhi_other (EBHI's other classes: same organ, other diagnosis), breakhis (breast
+tissue: another organ and lab), glass (near-white images with sensor noise), blur (own queries under a
+Gaussian blur of radius 8 px at 224 px scale). Prints one JSON line per shot count.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+from service.adapters import new_adapter
+from service.imaging import preprocess
+from service.runtime import ModelRuntime
+from service.settings import REPO_ROOT, Settings
+from service.store import load_bundle
+
+UNSEEN = ("high_grade_in", "normal", "serrated_adenoma")
+OTHER = ("adenocarcinoma", "low_grade_in", "polyp")
+
+
+def _specimen(path: Path) -> str:
+    return path.name.split("-", 1)[0]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", type=Path, default=REPO_ROOT / "model_store" / "ebhi_fewshot_dual_attention" / "1")
+    p.add_argument("--data", type=Path, default=REPO_ROOT.parent / "shared" / "data")
+    p.add_argument("--episodes", type=int, default=50)
+    p.add_argument("--per-class", type=int, default=60, help="images read per class (sorted, spread over specimens)")
+    p.add_argument("--shots", type=int, nargs="+", default=[1, 5])
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    rng = np.random.default_rng(args.seed)
+    bundle = load_bundle(args.model)
+    runtime = ModelRuntime(bundle, Settings(model_store=args.model.parent.parent, intra_op_threads=1))
+
+    def embed(images: list[Image.Image]) -> np.ndarray:
+        rows = []
+        for start in range(0, len(images), 32):
+            batch = np.stack([preprocess(img, bundle.preprocessing) for img in images[start : start + 32]])
+            rows.append(runtime.run(batch)["embedding"])
+        return np.concatenate(rows)
+
+    def read(paths: list[Path]) -> list[Image.Image]:
+        return [Image.open(q).convert("RGB") for q in paths]
+
+    def pick(folder: Path, n: int) -> list[Path]:
+        paths = sorted(folder.glob("*.png"))
+        return [paths[i] for i in np.linspace(0, len(paths) - 1, min(n, len(paths))).astype(int)]
+
+    ebhi, breakhis = args.data / "ebhi_seg", args.data / "breakhis_200x"
+    own_paths = {c: pick(ebhi / c, args.per_class) for c in UNSEEN}
+    own = {c: embed(read(ps)) for c, ps in own_paths.items()}
+    blur = {c: embed([img.filter(ImageFilter.GaussianBlur(8 * img.width / 224)) for img in read(ps)])
+            for c, ps in own_paths.items()}
+    other = np.concatenate([embed(read(pick(ebhi / c, args.per_class))) for c in OTHER])
+    breast = np.concatenate([embed(read(pick(d, 20))) for d in sorted(breakhis.iterdir()) if d.is_dir()])
+    glass = embed([Image.fromarray(np.clip(235 + rng.normal(0, 6, (224, 224, 3)), 0, 255).astype(np.uint8))
+                   for _ in range(40)])
+    print(f"embedded: own {sum(len(v) for v in own.values())}, ebhi_other {len(other)}, breakhis {len(breast)}, "
+          f"glass {len(glass)}", file=sys.stderr)
+
+    for shots in args.shots:
+        rates: dict[str, list[float]] = {k: [] for k in ("own", "ebhi_other", "breakhis", "glass", "blur")}
+        accuracy, heads = [], {}
+        for _ in range(args.episodes):
+            support, labels, queries, truth, blurred = [], [], [], [], []
+            for c in UNSEEN:
+                specimens = sorted({_specimen(q) for q in own_paths[c]})
+                order = rng.permutation(len(specimens))
+                used: set[str] = set()
+                idx: list[int] = []
+                for j in order:  # whole specimens into the support until it has its shots
+                    rows = [i for i, q in enumerate(own_paths[c]) if _specimen(q) == specimens[j]]
+                    idx += rows[: shots - len(idx)]
+                    used.add(specimens[j])
+                    if len(idx) >= shots:
+                        break
+                rest = [i for i, q in enumerate(own_paths[c]) if _specimen(q) not in used]
+                support.append(own[c][idx])
+                labels += [c] * len(idx)
+                queries.append(own[c][rest])
+                truth += [c] * len(rest)
+                blurred.append(blur[c][rest])
+            adapter = new_adapter(name=None, model=bundle.name, version=bundle.version,
+                                  embeddings=np.concatenate(support), labels=labels,
+                                  distance=bundle.embedding_distance, temperature=bundle.embedding_temperature)
+            heads[adapter.head] = heads.get(adapter.head, 0) + 1
+            q = np.concatenate(queries)
+            predicted = np.asarray(adapter.classes)[adapter.classify(q).argmax(1)]
+            accuracy.append(float((predicted == np.asarray(truth)).mean()))
+            for kind, emb in (("own", q), ("ebhi_other", other), ("breakhis", breast), ("glass", glass),
+                              ("blur", np.concatenate(blurred))):
+                flags, _ = adapter.outside(emb)
+                rates[kind].append(float(np.mean(flags)))
+        print(json.dumps({"bundle": bundle.ref, "way": 3, "shots": shots, "episodes": args.episodes,
+                          "accuracy": round(float(np.mean(accuracy)), 3), "heads": heads,
+                          "flagged": {k: round(float(np.mean(v)), 3) for k, v in rates.items()}}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
