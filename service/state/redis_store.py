@@ -12,7 +12,8 @@ any replica, the next lookup anywhere reads a new counter, re-reads the id set a
 
 With Redis unreachable, every operation that needs it raises a 503 `state_unavailable` with Retry-After
 (never a 500), and for `retry_after_s` afterwards fails fast without touching the network, so a Redis
-outage never stalls the event loop for longer than one connect timeout. Nothing is served from the cache
+outage stalls the event loop (lookups are synchronous: one GET) for at most one failed attempt and its
+retry, `timeout_s` each, per window. Nothing is served from the cache
 meanwhile: it could hold an adapter another replica has deleted. The store recovers by itself: the first
 call after the window tries again.
 """
