@@ -32,14 +32,43 @@ def test_cbam_adds_about_2_5m_to_resnet50():
     assert abs(n_params(models.create_model("cbam_resnet50")) - 28.09e6) < 0.02e6  # CBAM paper, Table 2
 
 
+def _torchvision_resnet50_shape(key: str) -> tuple[int, ...]:
+    """The shape torchvision's resnet50 gives `key`, from its architecture alone (not from our model):
+    planes 64/128/256/512, blocks 3/4/6/3, bottleneck expansion 4, a 7x7 stem and a 1000-way fc."""
+    if key.endswith("num_batches_tracked"):
+        return ()
+    if key.startswith(("conv1.", "bn1.")):
+        return (64, 3, 7, 7) if key == "conv1.weight" else (64,)
+    if key.startswith("fc."):
+        return (1000, 2048) if key == "fc.weight" else (1000,)
+    layer, block, module, *rest = key.split(".")
+    planes = 64 * 2 ** (int(layer.removeprefix("layer")) - 1)
+    inplanes = (64 if planes == 64 else planes * 2) if block == "0" else planes * 4
+    if module == "downsample":
+        return (planes * 4, inplanes, 1, 1) if rest == ["0", "weight"] else (planes * 4,)
+    width = {"conv1": planes, "conv2": planes, "conv3": planes * 4, "bn1": planes, "bn2": planes, "bn3": planes * 4}
+    if module.startswith("bn"):
+        return (width[module],)
+    kernel = 3 if module == "conv2" else 1
+    fan_in = {"conv1": inplanes, "conv2": planes, "conv3": planes}[module]
+    return (width[module], fan_in, kernel, kernel)
+
+
 def test_torchvision_state_dict_loads_strict_into_plain_and_loose_into_attention():
-    plain = models.create_model("resnet18", widths=(8, 16, 32, 64), num_classes=5)
-    sd = plain.state_dict()
-    models.create_model("resnet18", widths=(8, 16, 32, 64), num_classes=5).load_state_dict(sd, strict=True)
-    cbam = models.create_model("cbam_resnet18", widths=(8, 16, 32, 64), num_classes=5)
+    # a torchvision-shaped state dict built from the committed key list, not from our network
+    keys = [k for k in KEYS_FILE.read_text().splitlines() if k and not k.startswith("#")]
+    g = torch.Generator().manual_seed(0)
+    sd = {k: (torch.tensor(7) if k.endswith("num_batches_tracked")
+              else torch.randn(_torchvision_resnet50_shape(k), generator=g)) for k in keys}
+    plain = models.create_model("resnet50", num_classes=1000)
+    plain.load_state_dict(sd, strict=True)
+    assert torch.equal(plain.layer3[5].conv2.weight, sd["layer3.5.conv2.weight"])  # values really copied
+    assert torch.equal(plain.fc.bias, sd["fc.bias"])
+    cbam = models.create_model("cbam_resnet50", num_classes=1000)
     result = cbam.load_state_dict(sd, strict=False)
     assert result.unexpected_keys == []
     assert result.missing_keys and all(".attn." in k for k in result.missing_keys)
+    assert torch.equal(cbam.layer4[2].bn3.running_var, sd["layer4.2.bn3.running_var"])
 
 
 def test_blocks_hold_attention_in_the_attn_slot():
