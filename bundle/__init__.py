@@ -34,7 +34,7 @@ from .manifest import (
     TensorSpec,
     Tolerance,
 )
-from .publish import publish, staging, write_manifest
+from .publish import portable, publish, staging, write_manifest
 from .validate import (
     ORT_DTYPES,
     ValidBundle,
@@ -49,6 +49,6 @@ __all__ = [
     "CLASSIFY_FILE", "DISTANCES", "FORMAT_VERSION", "GRADCAM_FILE", "INTERPOLATIONS", "MANIFEST", "NAME_RE",
     "ORT_DTYPES", "SUPPORTED_FORMATS", "TASKS", "VERSION_RE", "BundleError", "Embedding", "Graph", "Manifest",
     "PixelSize", "Preprocessing", "Quantization", "Task", "TensorSpec", "Tolerance", "ValidBundle", "bundle_dir",
-    "candidate_dirs", "check_io", "hash_files", "next_version", "parse_manifest", "publish", "read_manifest",
+    "candidate_dirs", "check_io", "hash_files", "next_version", "parse_manifest", "portable", "publish", "read_manifest",
     "sha256_file", "signature", "staging", "validate_bundle", "write_manifest",
 ]

@@ -58,5 +58,10 @@ def test_write_manifest_hashes_every_file_and_refuses_nan(tmp_path):
     written = write_manifest(tmp_path, {"name": "n"})
     assert list(written["files"]) == ["sub/x.bin"]
     assert json.loads((tmp_path / "manifest.json").read_text())["files"] == written["files"]
-    with pytest.raises(ValueError):
-        write_manifest(tmp_path, {"metric": float("nan")})
+    import numpy as np
+
+    written = write_manifest(tmp_path, {"auc": float("nan"), "acc": np.float32(0.5), "n": np.int64(3),
+                                        "inf": [float("inf")], "when": object()}, default=lambda o: "obj")
+    assert {k: written[k] for k in ("auc", "acc", "n", "inf", "when")} == {
+        "auc": None, "acc": 0.5, "n": 3, "inf": [None], "when": "obj"}
+    assert "NaN" not in (tmp_path / "manifest.json").read_text()
