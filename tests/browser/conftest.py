@@ -22,11 +22,12 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import DATA_DIR, REPO_ROOT
 from tests.service.test_live import free_port, wait_for
 
 API_KEY = "browser-test-key-0123456789abcdef"
 MAX_FILES = 4
+SLIDE_NAME = "ebhi_browser.tiff"
 SCREENSHOTS = Path(__file__).resolve().parent / "screenshots"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -43,24 +44,50 @@ def _skip_reason() -> str | None:
     return None
 
 
+def _slide_root(tmp_path_factory) -> Path:
+    """HISTOSERVE_SLIDE_ROOT for the service: one small pyramidal TIFF of real EBHI tiles on glass, when the
+    data and tifffile are there (the slide test skips otherwise)."""
+    root = tmp_path_factory.mktemp("browser-slides")
+    if not (DATA_DIR / "ebhi_seg").is_dir():
+        return root
+    try:
+        import imagecodecs  # noqa: F401
+        import tifffile  # noqa: F401
+
+        from tests.service.slides.conftest import EBHI_CELLS, _real_tiles, place, write_pyramid
+    except ImportError:
+        return root
+    import numpy as np
+
+    # 6 x 4 cells of 224 px at 1.2 um/px (the EBHI estimate), three of them real tissue: a few seconds' job.
+    cells = EBHI_CELLS[:3]
+    canvas = np.full((4 * 224, 6 * 224, 3), 255, dtype=np.uint8)
+    place(canvas, _real_tiles(DATA_DIR / "ebhi_seg", len(cells), (224, 224)), cells, 224, 224)
+    write_pyramid(root / SLIDE_NAME, canvas, mpp=1.2)
+    return root
+
+
 @pytest.fixture(scope="session")
 def live_service(tmp_path_factory):
-    """`python -m service` on the committed bundles; yields its base URL, port and log path."""
+    """`python -m service` on the committed bundles; yields its base URL, port, log path and slide root."""
     if (reason := _skip_reason()) is not None:
         pytest.skip(reason)
     port = free_port()
+    slide_root = _slide_root(tmp_path_factory)
     log_path = tmp_path_factory.mktemp("browser-service") / "service.log"
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "HISTOSERVE_HOST": "127.0.0.1", "HISTOSERVE_PORT": str(port),
            "HISTOSERVE_MODEL_STORE": str(REPO_ROOT / "model_store"),
            "HISTOSERVE_STATE_DIR": str(tmp_path_factory.mktemp("browser-state")),
            "HISTOSERVE_API_KEY": API_KEY, "HISTOSERVE_MAX_FILES": str(MAX_FILES),
+           "HISTOSERVE_SLIDE_ROOT": str(slide_root),
            "HISTOSERVE_INTRA_OP_THREADS": "1", "OMP_NUM_THREADS": "1"}
     with log_path.open("wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "service"], cwd=REPO_ROOT, env=env, stdout=log,
                                 stderr=subprocess.STDOUT)
         try:
-            wait_for(f"http://127.0.0.1:{port}/readyz", proc, timeout=90)
-            yield {"url": f"http://127.0.0.1:{port}", "port": port, "log": log_path}
+            # Generous: start-up is seconds on an idle machine, minutes beside a training on 2 cores.
+            wait_for(f"http://127.0.0.1:{port}/readyz", proc, timeout=300)
+            yield {"url": f"http://127.0.0.1:{port}", "port": port, "log": log_path, "slide_root": slide_root}
         finally:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)

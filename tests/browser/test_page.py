@@ -14,14 +14,14 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
-from .conftest import API_KEY, MAX_FILES, screenshot
+from .conftest import API_KEY, MAX_FILES, SLIDE_NAME, screenshot
 
 pytestmark = pytest.mark.slow
 
 CLASSIFIER = "ebhi_cbam_resnet18/1"
 
 
-def wait(driver, timeout: float = 30):
+def wait(driver, timeout: float = 60):
     return WebDriverWait(driver, timeout)
 
 
@@ -43,7 +43,7 @@ def choose_files(driver, input_id: str, paths: list[Path]) -> None:
     field.send_keys("\n".join(str(p) for p in paths))
 
 
-def message(driver, box_id: str, contains: str, timeout: float = 30) -> str:
+def message(driver, box_id: str, contains: str, timeout: float = 60) -> str:
     box = driver.find_element(By.ID, box_id)
     wait(driver, timeout).until(lambda d: contains in box.text)
     return box.text
@@ -235,3 +235,52 @@ def test_docs_lists_classify_offline(browser, live_service):
     assert "413" in panel.text and "415" in panel.text
     screenshot(browser, "docs")
     assert_only_service(browser)
+
+
+def test_slide_job_from_the_page(page, api, live_service):
+    if not (live_service["slide_root"] / SLIDE_NAME).is_file():
+        pytest.skip("no test slide: it needs the EBHI data, tifffile and imagecodecs")
+    assert page.find_element(By.ID, "slides").is_displayed(), "the service has /slides but the page hides it"
+    Select(page.find_element(By.ID, "slide-path")).select_by_value(SLIDE_NAME)
+    Select(page.find_element(By.ID, "slide-model")).select_by_value(f"model:{CLASSIFIER}")
+    key = page.find_element(By.ID, "api-key")
+    key.clear()
+    key.send_keys(API_KEY)
+    page.find_element(By.ID, "slide-submit").click()
+
+    status = page.find_element(By.ID, "slide-status")
+    wait(page, 120).until(lambda d: ": done" in status.text or ": failed" in status.text
+                          or d.find_element(By.ID, "slides-message").text)
+    assert ": done" in status.text, (status.text, page.find_element(By.ID, "slides-message").text)
+    job_id = status.text.split()[1].rstrip(":")
+    job = api.get(f"/slides/{job_id}").json()
+    answer = page.find_element(By.CSS_SELECTOR, "#slide-summary .slide-answer").text
+    assert job["summary"]["answer"]["label"] in answer
+    fractions = [e.get_attribute("textContent") for e in page.find_elements(By.CSS_SELECTOR, "#slide-summary .bars .name")]
+    assert set(fractions) == set(job["summary"]["class_fractions"])
+    progress = page.find_element(By.ID, "slide-progress")
+    assert progress.get_attribute("value") == progress.get_attribute("max") != "0"
+
+    links = {a.text: a.get_attribute("href") for a in page.find_elements(By.CSS_SELECTOR, "#slide-downloads a")}
+    assert set(links) == {"Download GeoJSON (QuPath)", "Download CSV"}
+    geojson = api.get(links["Download GeoJSON (QuPath)"])
+    assert geojson.status_code == 200 and geojson.json()["type"] == "FeatureCollection"
+    assert api.get(links["Download CSV"]).text.startswith("x,y,width,height")
+
+    # OpenSeadragon shows the slide from the Deep Zoom routes, the heatmap over it at the slider's opacity.
+    wait(page, 60).until(lambda d: d.execute_script(
+        "return viewer && viewer.world.getItemCount() === 2 && viewer.world.getItemAt(0).getFullyLoaded()"
+        " && viewer.world.getItemAt(1).getFullyLoaded()"))
+    tiles = [u for u in page.network_log.drain() if f"/slides/{job_id}/" in u]
+    assert any("/slide_files/" in u for u in tiles) and any("/heatmap_files/" in u for u in tiles), tiles
+    slider = page.find_element(By.ID, "slide-opacity")
+    slider.send_keys(Keys.HOME)
+    for _ in range(30):
+        slider.send_keys(Keys.ARROW_RIGHT)
+    assert page.execute_script("return viewer.world.getItemAt(1).getOpacity()") == pytest.approx(0.30)
+    for _ in range(20):
+        slider.send_keys(Keys.ARROW_RIGHT)
+    screenshot(page, "slides")
+    assert api.delete(f"/slides/{job_id}", headers={"X-API-Key": API_KEY}).status_code == 200
+    page.execute_script("sessionStorage.clear()")
+    assert_only_service(page)
