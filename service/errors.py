@@ -4,6 +4,10 @@
 
 `code` is a short stable word clients can branch on (and the `kind` label of
 histoserve_errors_total, so the set of codes stays small and fixed in the source).
+The domain layers raise their own exceptions (the registry's `LookupFailed`, imaging's
+`ImageError`, batching's `Overloaded`); only this module gives them HTTP statuses.
+Unexpected exceptions never reach these handlers: `RequestMiddleware` (middleware.py)
+turns them into a 500 in the same shape.
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .batching import Overloaded
 from .imaging import ImageError
+from .registry import LookupFailed, ModelNotFound
 
 log = logging.getLogger("histoserve.errors")
 
@@ -62,6 +67,11 @@ async def _image_error(request: Request, exc: ImageError) -> JSONResponse:
     return error_response(request, exc.status, exc.code, str(exc))
 
 
+async def _lookup_failed(request: Request, exc: LookupFailed) -> JSONResponse:
+    status = 404 if isinstance(exc, ModelNotFound) else 422
+    return error_response(request, status, exc.code, exc.message, exc.detail)
+
+
 async def _overloaded(request: Request, exc: Overloaded) -> JSONResponse:
     return error_response(request, 503, "overloaded", str(exc), headers={"Retry-After": str(exc.retry_after)})
 
@@ -82,9 +92,10 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
 
 
 def install(app: FastAPI) -> None:
-    """Register the handlers; unexpected exceptions are caught by the middleware in main.py."""
+    """Register the handlers; unexpected exceptions are caught by RequestMiddleware (middleware.py)."""
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(ImageError, _image_error)
+    app.add_exception_handler(LookupFailed, _lookup_failed)
     app.add_exception_handler(Overloaded, _overloaded)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

@@ -1,4 +1,8 @@
-"""The loaded models: one ORT runtime and one micro-batcher per bundle, found by name or name/version."""
+"""The loaded models: one ORT runtime and one micro-batcher per bundle, found by name or name/version.
+
+A domain layer: a lookup that fails raises `ModelNotFound` or `WrongTask` (both `LookupFailed`, with a
+stable `code`); errors.py, the HTTP side, turns them into 404 and 422.
+"""
 from __future__ import annotations
 
 import logging
@@ -8,13 +12,33 @@ from dataclasses import dataclass
 import numpy as np
 
 from .batching import MicroBatcher
-from .errors import ServiceError
 from .metrics import Metrics
 from .runtime import ModelRuntime
 from .settings import MODEL_REF, Settings
 from .store import Bundle, BundleError, discover
 
 log = logging.getLogger("histoserve.registry")
+
+
+class LookupFailed(Exception):
+    """A model the registry cannot hand out; `code` is the stable word clients branch on."""
+
+    code = "model_not_found"
+
+    def __init__(self, message: str, detail: object = None, code: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.detail = detail
+        if code is not None:
+            self.code = code
+
+
+class ModelNotFound(LookupFailed):
+    """No loaded bundle by that reference (or no bundle of the kind asked for)."""
+
+
+class WrongTask(LookupFailed):
+    """The bundle exists but cannot do what was asked (an embedding bundle asked to classify)."""
 
 
 @dataclass
@@ -127,27 +151,45 @@ class ModelRegistry:
         return [m for (n, _), m in sorted(self.models.items()) if n == name]
 
     def resolve(self, ref: str) -> LoadedModel:
-        """`name` (its highest loaded version) or `name/version` -> the loaded model, else 404."""
+        """`name` (its highest loaded version) or `name/version` -> the loaded model, else ModelNotFound."""
         if not MODEL_REF.match(ref):
-            raise ServiceError(404, "model_not_found", f"{ref!r} is not a model name or name/version",
-                               {"loaded": self.refs()})
+            raise ModelNotFound(f"{ref!r} is not a model name or name/version", {"loaded": self.refs()})
         name, _, version = ref.partition("/")
         found = self.models.get((name, int(version))) if version else (self.versions(name) or [None])[-1]
         if found is None:
-            raise ServiceError(404, "model_not_found", f"model {ref!r} is not loaded", {"loaded": self.refs()})
+            raise ModelNotFound(f"model {ref!r} is not loaded", {"loaded": self.refs()})
         return found
 
     def refs(self) -> list[str]:
         return [m.bundle.ref for m in self.models.values()]
+
+    def unready_reasons(self) -> list[str]:
+        """Why this replica cannot serve its configured default models; empty when it can.
+
+        A load balancer needs a replica that answers the requests it will be sent: the configured
+        defaults (HISTOSERVE_DEFAULT_MODEL / _DEFAULT_EMBEDDING_MODEL) must be loaded with the right
+        task, and without them at least one bundle must be. A refused bundle that is not a default
+        does not make the replica unready; /readyz lists it in `refused`.
+        """
+        reasons = []
+        if not self.models:
+            reasons.append(f"no bundle loaded from {self.settings.model_store}")
+        for ref, pick in ((self.settings.default_model, self.classifier),
+                          (self.settings.default_embedding_model, self.embedder)):
+            if ref:
+                try:
+                    pick(ref)
+                except LookupFailed as e:
+                    reasons.append(f"default model {ref!r}: {e.message}")
+        return reasons
 
     def classifier(self, ref: str | None) -> LoadedModel:
         """The model /classify uses: the one named, else the configured default, else the first by name."""
         model = self._pick(ref, self.settings.default_model, lambda m: m.bundle.task == "classification",
                            "classification")
         if model.bundle.task != "classification":
-            raise ServiceError(422, "not_a_classifier",
-                               f"{model.bundle.ref} is an embedding bundle; build an adapter with POST /adapt "
-                               "and classify with adapter=<id>")
+            raise WrongTask(f"{model.bundle.ref} is an embedding bundle; build an adapter with POST /adapt "
+                            "and classify with adapter=<id>", code="not_a_classifier")
         return model
 
     def embedder(self, ref: str | None) -> LoadedModel:
@@ -155,7 +197,7 @@ class ModelRegistry:
         model = self._pick(ref, self.settings.default_embedding_model, lambda m: m.bundle.task == "embedding",
                            "embedding")
         if not model.bundle.has_embedding:
-            raise ServiceError(422, "no_embedding", f"{model.bundle.ref} has no embedding output")
+            raise WrongTask(f"{model.bundle.ref} has no embedding output", code="no_embedding")
         return model
 
     def _pick(self, ref: str | None, default: str | None, fits, kind: str) -> LoadedModel:
@@ -165,8 +207,7 @@ class ModelRegistry:
             return self.resolve(default)
         candidates = [m for _, m in sorted(self.models.items()) if fits(m)]
         if not candidates:
-            raise ServiceError(404, "model_not_found",
-                               f"no {kind} bundle is loaded and none was named; the store holds {self.refs()}")
+            raise ModelNotFound(f"no {kind} bundle is loaded and none was named; the store holds {self.refs()}")
         # The first bundle by name, at its highest version.
         first = candidates[0].bundle.name
         return [m for m in candidates if m.bundle.name == first][-1]

@@ -22,14 +22,17 @@ async def healthz() -> dict:
 
 @router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
 async def readyz(request: Request) -> JSONResponse:
-    """Every bundle is loaded and warmed up (503 until then, and from SIGTERM on while draining).
+    """The replica can serve its configured default models: loading and warm-up are done, the defaults
+    (or, with none configured, at least one bundle) are loaded; 503 otherwise, and from SIGTERM on while
+    draining. Refused bundles are listed in `refused` and, unless one is a default, do not make it unready.
 
     The state store's health is reported but does not decide readiness: /classify works without it,
     and a load balancer must not drop every replica because Redis blinked."""
     state = request.app.state
     registry = getattr(state, "registry", None)
-    ready = bool(getattr(state, "ready", False)) and registry is not None
-    body = {"ready": ready,
+    reasons = registry.unready_reasons() if registry is not None else ["the models are still loading"]
+    ready = bool(getattr(state, "ready", False)) and not reasons
+    body = {"ready": ready, "unready": reasons,
             "models": registry.refs() if registry else [],
             "refused": registry.refused if registry else {},
             "draining": bool(getattr(state, "draining", False)),

@@ -73,10 +73,12 @@ def test_refused_bundles_are_logged_and_the_rest_serve(store_copy, tmp_path, cap
     assert any("sha256 mismatch" in r.getMessage() for r in caplog.records)
 
 
-def test_empty_store_starts_ready_and_says_why_classify_fails(tmp_path):
+def test_empty_store_is_not_ready_and_says_why_classify_fails(tmp_path):
     app = create_app(Settings(model_store=tmp_path / "empty", state_dir=tmp_path / "s"))
     with TestClient(app) as c:
-        assert c.get("/readyz").json()["ready"] is True
+        ready = c.get("/readyz")  # a replica that can serve nothing must not get traffic
+        assert ready.status_code == 503 and ready.json()["ready"] is False
+        assert "no bundle loaded" in ready.json()["unready"][0]
         assert c.get("/models").json()["models"] == []
         r = c.post("/classify", files=[("files", ("a.png", png(random_rgb(1)), "image/png"))])
         assert r.status_code == 404 and "no classification bundle" in r.json()["error"]["message"]
