@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 
 COMMAND_MODULES = (
@@ -69,10 +70,14 @@ def _train(args) -> int:
     from training.train import train
 
     cfg = load_config(args.config, _overrides(args))
-    print(json.dumps(cfg.to_dict()), flush=True)
-    print(json.dumps(train(cfg, args.out, resume=args.resume)), flush=True)
-    if not args.no_eval:
-        _print_summary(evaluate_run(args.out))
+    main_rank = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 reports and evaluates
+    if main_rank:
+        print(json.dumps(cfg.to_dict()), flush=True)
+    summary = train(cfg, args.out, resume=args.resume)
+    if main_rank:
+        print(json.dumps(summary), flush=True)
+        if not args.no_eval:
+            _print_summary(evaluate_run(args.out))
     return 0
 
 

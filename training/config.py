@@ -56,6 +56,7 @@ class TrainConfig:
     schedule: str = "cosine"  # cosine (after warmup) or constant
     warmup_epochs: int = 1  # linear warmup from lr/10
     grad_clip: float = 0.0  # max gradient norm; 0 turns clipping off
+    freeze_bn: bool = False  # BatchNorm in eval mode while training (small batches per rank; equivalence checks)
     # -- loss --
     loss: str = "ce"  # classification term: ce or focal
     focal_gamma: float = 2.0  # focal loss gamma (the DPN/TAD paper: 2)

@@ -6,6 +6,7 @@ import torch
 
 from training.config import TrainConfig
 from training.data import HistoDataset, ImageCache, Sample
+from training.distributed import World
 from training.splits import Split
 from training.transforms import eval_transform, train_transform
 
@@ -19,7 +20,10 @@ def class_counts(samples: list[Sample], n_classes: int) -> np.ndarray:
     return np.bincount([s.label for s in samples], minlength=n_classes)
 
 
-def make_loaders(cfg: TrainConfig, split: Split, with_masks: bool):
+def make_loaders(cfg: TrainConfig, split: Split, with_masks: bool, world: World | None = None):
+    """Training and validation loaders; on several ranks each gets its shard of every epoch and
+    batch_size / world size images per step, so that batch_size stays the global batch."""
+    world = world or World()
     cache = image_cache(cfg)
     ttf = train_transform(cfg.image_size, cfg.mean, cfg.std, cfg.crop_scale, cfg.color_jitter, cfg.stain_jitter,
                           cfg.augment, cfg.blur)
@@ -27,12 +31,21 @@ def make_loaders(cfg: TrainConfig, split: Split, with_masks: bool):
     val_ds = HistoDataset(split.val, cfg.image_size, eval_transform(cfg.mean, cfg.std), cache=cache)
     gen = torch.Generator().manual_seed(cfg.seed)
     sampler = None
-    if cfg.imbalance == "sampler":
+    batch_size = cfg.batch_size
+    if world.size > 1:
+        if cfg.imbalance == "sampler":
+            raise ValueError("imbalance=sampler does not shard across ranks; use imbalance=weights with torchrun")
+        if cfg.batch_size % world.size:
+            raise ValueError(f"batch_size {cfg.batch_size} is the global batch: it must divide by {world.size} ranks")
+        batch_size = cfg.batch_size // world.size
+        sampler = torch.utils.data.distributed.DistributedSampler(
+            train_ds, num_replicas=world.size, rank=world.rank, shuffle=True, seed=cfg.seed, drop_last=True)
+    elif cfg.imbalance == "sampler":
         counts = class_counts(split.train, len(split.classes))
         weights = [1.0 / counts[s.label] for s in split.train]
         sampler = torch.utils.data.WeightedRandomSampler(weights, len(weights), replacement=True, generator=gen)
     kw = dict(num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0)
-    train_loader = torch.utils.data.DataLoader(train_ds, cfg.batch_size, shuffle=sampler is None, sampler=sampler,
+    train_loader = torch.utils.data.DataLoader(train_ds, batch_size, shuffle=sampler is None, sampler=sampler,
                                                generator=gen, drop_last=len(train_ds) > cfg.batch_size, **kw)
     val_loader = torch.utils.data.DataLoader(val_ds, cfg.batch_size, shuffle=False, **kw)
     return train_loader, val_loader, cache

@@ -20,11 +20,12 @@ from tqdm import tqdm
 
 import models
 from training.config import TrainConfig, save_config
+from training.distributed import DataParallelForward, World, barrier, init_world, shutdown
 from training.engine import autocast, pick_device, predict, seed_everything, to_device
 from training.loaders import class_counts, make_loaders
 from training.losses import build_criterion
 from training.metrics import classification_metrics, probabilities
-from training.splits import Split, prepare_split
+from training.splits import Split, load_split, prepare_split
 from training.weights import load_init_weights
 
 # ----------------------------------------------------------------------------- loss weights
@@ -73,22 +74,38 @@ def get_lr(cfg: TrainConfig, epoch: int) -> float:
 # ----------------------------------------------------------------------------- one pass
 
 
-def train_one_epoch(model, loader, criterion, optimizer, scaler, cfg, device, epoch: int, ema=None) -> dict:
+def set_train_mode(model: torch.nn.Module, freeze_bn: bool) -> None:
+    """Train mode; with freeze_bn, BatchNorm keeps using (and no longer updates) its running statistics."""
     model.train()
+    if freeze_bn:
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.eval()
+
+
+def train_step(forward, model, batch, criterion, optimizer, scaler, cfg, device, epoch: int):
+    """One forward / backward / update; `forward` is the model itself, or its DDP route on several ranks."""
+    with autocast(device, cfg.amp, cfg.cpu_bf16):
+        out = criterion(forward, batch, epoch)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(out.loss).backward()
+    if cfg.grad_clip > 0:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    return out
+
+
+def train_one_epoch(model, loader, criterion, optimizer, scaler, cfg, device, epoch: int, ema=None,
+                    forward=None) -> dict:
+    set_train_mode(model, cfg.freeze_bn)
     total, correct, seen, parts = 0.0, 0, 0, {}
     t0 = time.time()
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, mininterval=2, disable=None)  # off when not a TTY
     for batch in bar:
         batch = to_device(batch, device, cfg.channels_last)
-        with autocast(device, cfg.amp, cfg.cpu_bf16):
-            out = criterion(model, batch, epoch)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(out.loss).backward()
-        if cfg.grad_clip > 0:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
+        out = train_step(forward or model, model, batch, criterion, optimizer, scaler, cfg, device, epoch)
         if ema is not None:
             ema.update_parameters(model)
         n = len(batch["label"])
@@ -134,15 +151,31 @@ def checkpoint_dict(model, model_args, cfg, split, epoch, history, best, extra=N
 
 def train(cfg: TrainConfig, out_dir, resume: bool = False) -> dict:
     out_dir = Path(out_dir)
+    device = pick_device(cfg)
+    world = init_world(device.type)  # one process unless started by torchrun
+    try:
+        return _train(cfg, out_dir, resume, device, world)
+    finally:
+        shutdown(world)
+
+
+def _train(cfg: TrainConfig, out_dir: Path, resume: bool, device: torch.device, world: World) -> dict:
+    if world.size > 1 and device.type == "cuda":
+        device = torch.device("cuda", world.local_rank)
+        torch.cuda.set_device(device)
     out_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.seed)
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     if resume and (out_dir / "split.json").is_file():
         cfg = replace(cfg, split_file=str(out_dir / "split.json"))  # resume on the very same split
-    save_config(cfg, out_dir / "config.json")
-    split = prepare_split(cfg, out_dir)
-    device = pick_device(cfg)
+    # rank 0 makes and writes the split; the other ranks read back the very same file
+    if world.is_main:
+        save_config(cfg, out_dir / "config.json")
+        split = prepare_split(cfg, out_dir)
+    barrier(world)
+    if not world.is_main:
+        split = load_split(out_dir / "split.json", root=cfg.data, mask_root=cfg.mask_root)
     model, model_args = build_model(cfg, len(split.classes))
     if cfg.init and not resume:
         load_init_weights(model, cfg.init)
@@ -152,7 +185,8 @@ def train(cfg: TrainConfig, out_dir, resume: bool = False) -> dict:
     criterion = build_criterion(cfg, class_weights(cfg, split))
     if criterion.needs_masks and split.mask_root is None:
         raise ValueError(f"aux_loss {cfg.aux_loss!r} needs masks: set mask_root (e.g. --set mask_root=DIR)")
-    train_loader, val_loader, _ = make_loaders(cfg, split, criterion.needs_masks)
+    train_loader, val_loader, _ = make_loaders(cfg, split, criterion.needs_masks, world)
+    forward = DataParallelForward(model, device) if world.size > 1 else model
     optimizer = make_optimizer(cfg, model)
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and cfg.amp
                                   and not torch.cuda.is_bf16_supported())
@@ -168,8 +202,9 @@ def train(cfg: TrainConfig, out_dir, resume: bool = False) -> dict:
         torch.set_rng_state(last["torch_rng"])
         start_epoch, history, best, stale = last["epoch"] + 1, last["history"], last["best_val"], last["stale"]
         print(f"resumed from {out_dir / 'last.pt'} at epoch {start_epoch + 1}")
-    print(f"training {cfg.model} on {device} ({len(split.train)} train / {len(split.val)} val / "
-          f"{len(split.test)} test images, {len(split.classes)} classes) -> {out_dir}")
+    log = print if world.is_main else (lambda *args, **kwargs: None)
+    log(f"training {cfg.model} on {device} x {world.size} ({len(split.train)} train / {len(split.val)} val / "
+        f"{len(split.test)} test images, {len(split.classes)} classes) -> {out_dir}")
     t0 = time.time()
     for epoch in range(start_epoch, cfg.epochs):
         # determine and set the learning rate for this epoch
@@ -179,11 +214,14 @@ def train(cfg: TrainConfig, out_dir, resume: bool = False) -> dict:
 
         # forward, backward, update over one pass of the training set
         row = {"epoch": epoch + 1, "lr": lr}
-        row |= train_one_epoch(model, train_loader, criterion, optimizer, scaler, cfg, device, epoch, ema)
+        if world.size > 1:
+            train_loader.sampler.set_epoch(epoch)  # a new shuffle each epoch, the same on every rank
+        row |= train_one_epoch(model, train_loader, criterion, optimizer, scaler, cfg, device, epoch, ema, forward)
         # what is evaluated and saved: the weight average when there is one
         served = ema.module if ema is not None else model
 
-        # evaluate on the validation split and checkpoint the best epoch
+        # evaluate on the validation split and checkpoint the best epoch (every rank evaluates all of
+        # it, so all agree on the best epoch and on early stopping; rank 0 writes)
         last_epoch = epoch + 1 == cfg.epochs
         if (epoch + 1) % cfg.eval_every == 0 or last_epoch:
             logits, labels = predict(served, val_loader, device, cfg.amp, cfg.cpu_bf16,
@@ -196,24 +234,26 @@ def train(cfg: TrainConfig, out_dir, resume: bool = False) -> dict:
             stale = stale + 1
             if score > best:
                 best, stale = score, 0
-                torch.save(checkpoint_dict(served, model_args, cfg, split, epoch, history + [row], best,
-                                           {"train_seconds": time.time() - t0}),
-                           out_dir / "checkpoint.pt")
+                if world.is_main:
+                        torch.save(checkpoint_dict(served, model_args, cfg, split, epoch, history + [row], best,
+                                               {"train_seconds": time.time() - t0}),
+                               out_dir / "checkpoint.pt")
                 row["best"] = True
         history.append(row)
-        torch.save(checkpoint_dict(model, model_args, cfg, split, epoch, history, best, {
-            "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-            "torch_rng": torch.get_rng_state(), "stale": stale,
-            **({"ema": ema.state_dict()} if ema is not None else {})}), out_dir / "last.pt")
+        if world.is_main:
+            torch.save(checkpoint_dict(model, model_args, cfg, split, epoch, history, best, {
+                "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+                "torch_rng": torch.get_rng_state(), "stale": stale,
+                **({"ema": ema.state_dict()} if ema is not None else {})}), out_dir / "last.pt")
+            (out_dir / "history.json").write_text(json.dumps(history, indent=1))
 
         # log
-        (out_dir / "history.json").write_text(json.dumps(history, indent=1))
-        print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
+        log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
               + f" elapsed={time.time() - t0:.0f}s", flush=True)
 
         # termination: early stop after `patience` evaluations without improvement
         if cfg.patience and stale >= cfg.patience:
-            print(f"stopping early: no better {cfg.select_metric} in {stale} evaluations")
+            log(f"stopping early: no better {cfg.select_metric} in {stale} evaluations")
             break
     seconds = time.time() - t0
     images = len(split.train) * (len(history) - start_epoch)

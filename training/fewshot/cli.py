@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 
@@ -19,6 +20,7 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value (JSON-parsed; dotted keys nest), repeatable")
     p.add_argument("--eval", action="store_true", help="evaluate on the config's test sets after training")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     p.set_defaults(func=_train)
 
     p = sub.add_parser("fewshot-eval", help="evaluate few-shot runs: accuracy with a 95%% CI over test episodes")
@@ -48,9 +50,11 @@ def _train(args) -> int:
     from .train import meta_train
 
     cfg = load_config(args.config, args.set)
-    print(json.dumps(cfg.to_dict()), flush=True)
-    meta_train(cfg, args.out)
-    if args.eval:
+    main_rank = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 reports and evaluates
+    if main_rank:
+        print(json.dumps(cfg.to_dict()), flush=True)
+    meta_train(cfg, args.out, resume=args.resume)
+    if args.eval and main_rank:
         evaluate_run(args.out)
     return 0
 

@@ -8,14 +8,44 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from training.distributed import World, average_gradients, init_world, shutdown
+
 from .bank import load_bank
 from .build import build_method, normalisation, save_checkpoint
 from .config import FewShotConfig
 
 
-def meta_train(cfg: FewShotConfig, out_dir, bank=None) -> Path:
-    """Meta-train `cfg.method` on `cfg.train`'s classes; writes checkpoint.pt and log.jsonl in `out_dir`."""
-    out = Path(out_dir)
+def episode_step(method, bank, sampler, indices, mean, std, cfg: FewShotConfig, rng, world: World) -> list[tuple]:
+    """Gradients of one meta-batch: this rank's episodes, each loss / meta_batch, then the mean over ranks."""
+    stats = []
+    for index in indices:
+        ep = sampler.episode(index)
+        sx = bank.batch(ep.support, mean, std, cfg.augment, rng, cfg.device)
+        qx = bank.batch(ep.query, mean, std, cfg.augment, rng, cfg.device)
+        sy = torch.as_tensor(ep.support_labels, device=cfg.device)
+        qy = torch.as_tensor(ep.query_labels, device=cfg.device)
+        loss, logits = method.loss(sx, sy, qx, qy, cfg.n_way)
+        (loss / cfg.meta_batch).backward()
+        stats.append((loss.item(), (logits.argmax(1) == qy).float().mean().item()))
+    average_gradients(method, world)
+    return stats
+
+
+def meta_train(cfg: FewShotConfig, out_dir, bank=None, resume: bool = False) -> Path:
+    """Meta-train `cfg.method` on `cfg.train`'s classes; writes checkpoint.pt and log.jsonl in `out_dir`.
+
+    Under torchrun each rank takes its own episodes of every meta-batch (so a step sees meta_batch x
+    world size episodes), gradients are averaged over ranks, and rank 0 alone writes. `last.pt`
+    (weights, optimiser, step) is written at every log line, so `resume` continues from there.
+    """
+    world = init_world(cfg.device)
+    try:
+        return _meta_train(cfg, Path(out_dir), bank, resume, world)
+    finally:
+        shutdown(world)
+
+
+def _meta_train(cfg: FewShotConfig, out: Path, bank, resume: bool, world: World) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     if cfg.threads:
@@ -30,41 +60,48 @@ def meta_train(cfg: FewShotConfig, out_dir, bank=None) -> Path:
     method = method.to(cfg.device)
     mean, std = normalisation(method)
     opt = torch.optim.Adam(method.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    rng = np.random.default_rng(cfg.seed)
-    (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-    log = open(out / "log.jsonl", "w")
-    start, losses, accs = time.time(), [], []
+    rng = np.random.default_rng(cfg.seed + world.rank)  # each rank its own augmentation draws
+    first_step, elapsed = 0, 0.0
+    if resume and (out / "last.pt").is_file():
+        last = torch.load(out / "last.pt", map_location=cfg.device, weights_only=True)
+        method.load_state_dict(last["state_dict"])
+        opt.load_state_dict(last["optimizer"])
+        first_step, elapsed = last["step"], last["seconds"]
+    main = world.is_main
+    if main:
+        (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    log = open(out / "log.jsonl", "a" if first_step else "w") if main else None
+    start, losses, accs = time.time() - elapsed, [], []
     method.train()
-    for step in range(cfg.episodes // cfg.meta_batch):
+    per_step = cfg.meta_batch * world.size
+    for step in range(first_step, cfg.episodes // per_step):
         # lr: step decay
         if cfg.lr_decay_every:
             for g in opt.param_groups:
-                g["lr"] = cfg.lr * 0.5 ** (step * cfg.meta_batch // cfg.lr_decay_every)
-        # forward / backward over a meta-batch of episodes, then one outer step
+                g["lr"] = cfg.lr * 0.5 ** (step * per_step // cfg.lr_decay_every)
+        # forward / backward over a meta-batch of episodes (this rank's share), then one outer step
         opt.zero_grad(set_to_none=True)
-        for b in range(cfg.meta_batch):
-            ep = sampler.episode(step * cfg.meta_batch + b)
-            sx = bank.batch(ep.support, mean, std, cfg.augment, rng, cfg.device)
-            qx = bank.batch(ep.query, mean, std, cfg.augment, rng, cfg.device)
-            sy = torch.as_tensor(ep.support_labels, device=cfg.device)
-            qy = torch.as_tensor(ep.query_labels, device=cfg.device)
-            loss, logits = method.loss(sx, sy, qx, qy, cfg.n_way)
-            (loss / cfg.meta_batch).backward()
-            losses.append(loss.item())
-            accs.append((logits.argmax(1) == qy).float().mean().item())
+        indices = [(step * cfg.meta_batch + b) * world.size + world.rank for b in range(cfg.meta_batch)]
+        for loss, acc in episode_step(method, bank, sampler, indices, mean, std, cfg, rng, world):
+            losses.append(loss)
+            accs.append(acc)
         opt.step()
-        # log
-        done = (step + 1) * cfg.meta_batch
-        if done % cfg.log_every < cfg.meta_batch or done == cfg.episodes:
+        # log, and the resume point
+        done = (step + 1) * per_step
+        if main and (done % cfg.log_every < per_step or done == cfg.episodes):
             rec = {"episode": done, "loss": float(np.mean(losses)), "train_acc": float(np.mean(accs)),
                    "lr": opt.param_groups[0]["lr"], "seconds": round(time.time() - start, 1)}
             log.write(json.dumps(rec) + "\n")
             log.flush()
             print(json.dumps(rec), flush=True)
             losses, accs = [], []
+            torch.save({"state_dict": method.state_dict(), "optimizer": opt.state_dict(), "step": step + 1,
+                        "seconds": time.time() - start}, out / "last.pt")
     # checkpoint: config + backbone args + weights, enough to rebuild without the config file
-    save_checkpoint(out / "checkpoint.pt", method.cpu(), cfg, extra={
-        "train_data": bank.description, "shared_group_classes": sampler.shared_group_classes,
-        "train_seconds": round(time.time() - start, 1), "mean": list(mean), "std": list(std)})
-    log.close()
+    if main:
+        save_checkpoint(out / "checkpoint.pt", method.cpu(), cfg, extra={
+            "train_data": bank.description, "shared_group_classes": sampler.shared_group_classes,
+            "train_seconds": round(time.time() - start, 1), "mean": list(mean), "std": list(std),
+            "world_size": world.size})
+        log.close()
     return out / "checkpoint.pt"
