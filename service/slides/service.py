@@ -170,7 +170,10 @@ class SlideService:
         return self.store.job_dir(record.id) / "results"
 
     def result_file(self, record: JobRecord, name: str) -> Path:
-        return self.results_dir(record) / name
+        path = self.results_dir(record) / name
+        if not path.is_file():
+            raise ServiceError(404, "result_not_found", f"slide job {record.id} has no {name} (removed from disk)")
+        return path
 
     def heatmap(self, record: JobRecord, class_name: str | None) -> bytes:
         directory = self.results_dir(record)
