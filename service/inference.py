@@ -1,7 +1,8 @@
 """What the endpoints compute from a loaded model: class scores, adapter scores, embeddings, Grad-CAM.
 
 Decoding and resizing run in worker threads: a large upload must not stall the event loop
-that every other request shares.
+that every other request shares. On the /classify hot path (`prepare`) the whole request takes
+one hop: every image of it is decoded and preprocessed in one worker-thread call.
 """
 from __future__ import annotations
 
@@ -29,6 +30,14 @@ async def read_images(uploads: list[UploadFile], max_pixels: int) -> list[Image.
     return [await read_image(u, max_pixels) for u in uploads]
 
 
+async def prepare(model: LoadedModel, uploads: list[UploadFile], max_pixels: int) -> list[np.ndarray]:
+    """Uploads -> the model's input tensors: bytes read here, decode + preprocess of all of them in one hop."""
+    blobs = [(await u.read(), u.filename or "upload") for u in uploads]
+    pre = model.bundle.preprocessing
+    return await asyncio.to_thread(
+        lambda: [preprocess(decode_image(data, max_pixels=max_pixels, filename=name), pre) for data, name in blobs])
+
+
 async def tensors(model: LoadedModel, images: list[Image.Image]) -> list[np.ndarray]:
     pre = model.bundle.preprocessing
     return await asyncio.to_thread(lambda: [preprocess(img, pre) for img in images])
@@ -41,8 +50,9 @@ def _result(probabilities: np.ndarray, classes: list[str], top_k: int) -> dict:
             "top_k": [{"label": classes[int(i)], "probability": float(probabilities[int(i)])} for i in order]}
 
 
-async def classify(model: LoadedModel, images: list[Image.Image], top_k: int) -> list[dict]:
-    outputs = await model.infer(await tensors(model, images))
+async def classify(model: LoadedModel, x: list[np.ndarray], top_k: int) -> list[dict]:
+    """Preprocessed images (from `prepare`) -> one result per image."""
+    outputs = await model.infer(x)
     classes = list(model.bundle.classes)
     return [_result(out["probabilities"], classes, top_k) for out in outputs]
 
@@ -101,10 +111,11 @@ def adapter_model(registry: ModelRegistry, adapter: Adapter) -> LoadedModel:
     return loaded
 
 
-async def classify_with_adapter(model: LoadedModel, adapter: Adapter, images: list[Image.Image],
+async def classify_with_adapter(model: LoadedModel, adapter: Adapter, x: list[np.ndarray],
                                 top_k: int) -> list[dict]:
-    """Per image: the adapter's classes as `classify` gives them, and whether it lies outside the support."""
-    embeddings = await embed(model, images, chunk=len(images))
+    """Per preprocessed image (from `prepare`): the adapter's classes as `classify` gives them, and whether it
+    lies outside the support."""
+    embeddings = np.stack([out["embedding"] for out in await model.infer(x)]).astype(np.float32)
     probabilities = adapter.classify(embeddings)
     flags, nearest = adapter.outside(embeddings)
     return [{**_result(p, adapter.classes, top_k), "out_of_support": flag, "support_distance": d}

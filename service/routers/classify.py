@@ -39,12 +39,12 @@ async def classify(
             raise ServiceError(422, "model_mismatch", f"adapter {adapter} was built on {loaded.bundle.ref}, not {model}")
     else:
         chosen, loaded = None, registry.classifier(model)
-    images = await inference.read_images(files, settings.max_image_pixels)
+    x = await inference.prepare(loaded, files, settings.max_image_pixels)
     if chosen is None:
-        results = await inference.classify(loaded, images, top_k)
+        results = await inference.classify(loaded, x, top_k)
     else:
-        results = await inference.classify_with_adapter(loaded, chosen, images, top_k)
-    metrics.images_classified.labels(model=loaded.bundle.name, version=str(loaded.bundle.version)).inc(len(images))
+        results = await inference.classify_with_adapter(loaded, chosen, x, top_k)
+    metrics.images_classified.labels(model=loaded.bundle.name, version=str(loaded.bundle.version)).inc(len(x))
     return {"model": loaded.bundle.name, "version": loaded.bundle.version,
             "adapter": {"id": chosen.id, "name": chosen.name} if chosen else None,
             "results": [{"filename": f.filename, **r} for f, r in zip(files, results, strict=True)]}

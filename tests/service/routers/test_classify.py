@@ -123,26 +123,76 @@ def test_chunked_body_over_limit_is_413(client):
 
 
 def test_parallel_requests_are_batched_and_each_gets_its_own_answer(app_factory, bundles):
-    app = app_factory(max_batch_size=8, max_wait_ms=50.0)
-    arrays = [random_rgb(100 + i) for i in range(16)]
+    # The first request holds the ORT call; eight more queue behind it and must run as one batch.
+    app = app_factory(max_batch_size=8, max_wait_ms=0.0)
+    arrays = [random_rgb(100 + i) for i in range(9)]
     expected = reference_probabilities(bundles["cls"], arrays)
     with TestClient(app) as c:
+        batcher = c.app.state.registry.resolve("tiny_cls").batcher
+        entered, release, real_run = threading.Event(), threading.Event(), batcher.run_batch
+
+        def held_run(x):
+            entered.set()
+            release.wait(30)
+            return real_run(x)
+
+        batcher.run_batch = held_run
+
         def one(i):
             r = c.post("/classify", files=_files(png(arrays[i])))
             assert r.status_code == 200, r.text
             return r.json()["results"][0]
 
-        with ThreadPoolExecutor(max_workers=16) as pool:
-            results = list(pool.map(one, range(16)))
+        with ThreadPoolExecutor(max_workers=9) as pool:
+            first = pool.submit(one, 0)
+            assert entered.wait(30)
+            rest = [pool.submit(one, i) for i in range(1, 9)]
+            deadline = time.monotonic() + 30
+            while batcher.depth < 8 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            release.set()
+            results = [first.result(), *(f.result() for f in rest)]
         for result, probs in zip(results, expected, strict=True):
             assert result["label"] == CLASSES[int(np.argmax(probs))]
             assert result["score"] == pytest.approx(float(probs.max()), abs=1e-4)
         metrics = c.get("/metrics").text
-    count = _sample(metrics, 'histoserve_batch_size_count{model="tiny_cls",version="1"}')
-    total = _sample(metrics, 'histoserve_batch_size_sum{model="tiny_cls",version="1"}')
-    assert total == 16
-    assert count < 16, "every request ran alone: nothing was batched"
-    assert _sample(metrics, 'histoserve_batch_size_bucket{le="1.0",model="tiny_cls",version="1"}') < count
+    assert _sample(metrics, 'histoserve_batch_size_count{model="tiny_cls",version="1"}') == 2  # [1, 8]
+    assert _sample(metrics, 'histoserve_batch_size_sum{model="tiny_cls",version="1"}') == 9
+    assert _sample(metrics, 'histoserve_batch_size_bucket{le="1.0",model="tiny_cls",version="1"}') == 1
+
+
+def test_a_request_past_the_queue_deadline_gets_503_at_once(app_factory):
+    # Batches of 1; the ORT call is held. With one request running and one queued, the next one's
+    # estimated wait is a whole batch, longer than a 1 ms deadline once a batch has been timed.
+    with TestClient(app_factory(max_batch_size=1, max_queue_wait_ms=1.0)) as c:
+        batcher = c.app.state.registry.resolve("tiny_cls").batcher
+        entered, release, real_run = threading.Event(), threading.Event(), batcher.run_batch
+
+        def slow_then_held(x):
+            if not entered.is_set():
+                time.sleep(0.05)  # the first batch takes at least 50 ms: the estimate starts from there
+            entered.set()
+            release.wait(30)
+            return real_run(x)
+
+        batcher.run_batch = slow_then_held
+        release.set()
+        assert c.post("/classify", files=_files(png(random_rgb(1)))).status_code == 200
+        release.clear()
+        entered.clear()
+        batcher.max_queue_wait_ms = None  # let one run and one queue
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            held = [pool.submit(c.post, "/classify", files=_files(png(random_rgb(i)))) for i in range(2)]
+            deadline = time.monotonic() + 30
+            while (not entered.is_set() or batcher.depth < 1) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            batcher.max_queue_wait_ms = 1.0
+            r = c.post("/classify", files=_files(png(random_rgb(9))))
+            release.set()
+            assert_error(r, 503, "overloaded")
+            assert "would wait" in r.json()["error"]["message"]
+            assert int(r.headers["retry-after"]) >= 1
+            assert [f.result().status_code for f in held] == [200, 200]
 
 
 def test_full_queue_answers_503_with_retry_after(app_factory):
