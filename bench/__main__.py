@@ -10,7 +10,7 @@ from pathlib import Path
 from service.settings import Settings
 
 from .images import REPO_ROOT, default_data_dir
-from .run import FULL, QUICK, run
+from .run import FULL, PROVIDERS, QUICK, run
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -27,6 +27,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true",
                         help="tiny run: a few requests at concurrency 1 and 2 (what the test suite runs)")
     parser.add_argument("--no-naive", action="store_true", help="skip the naive eager-PyTorch endpoint")
+    parser.add_argument("--no-plain", action="store_true",
+                        help="skip the plain FastAPI + ONNX Runtime endpoint (no batcher)")
+    parser.add_argument("--provider", choices=sorted(PROVIDERS), default="auto",
+                        help="execution provider for raw ORT and every server (default: CUDA when available, "
+                             "else CPU; cuda: the service refuses to start unless it really runs on CUDA)")
     parser.add_argument("--int8", action="store_true",
                         help="also build an int8 (static quantization) variant of each classifier and compare it")
     parser.add_argument("--int8-store", type=Path, help="keep the int8 bundles in this store (default: not kept)")
@@ -47,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     results, json_path, md_path = run(plan, store=store, data_dir=args.data_dir or default_data_dir(),
                                       results_dir=args.results_dir, models=args.models, adapt_model=args.adapt_model,
                                       naive=not args.no_naive, command=command, int8=args.int8,
-                                      int8_store=args.int8_store)
+                                      int8_store=args.int8_store, provider=args.provider, plain=not args.no_plain)
     print(md_path.read_text(encoding="utf-8"))
     print(f"bench: wrote {json_path} and {md_path}", file=sys.stderr)
     return 1 if results["problems"] else 0

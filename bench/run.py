@@ -1,6 +1,7 @@
 """The order of a benchmark run: raw ORT first (nothing else running), then the service with the
 micro-batcher on (classify levels, /gradcam, /adapt, the memory soak), then with it off, then
-the naive endpoint; results and the table last.
+the plain FastAPI + ONNX Runtime endpoint (no batcher, same session options), then the naive
+eager-PyTorch endpoint; results and the table last.
 
 Every server is a subprocess on a free loopback port and every load run is a `bench.load`
 subprocess, bounded in requests and seconds. Nothing here asserts a timing.
@@ -25,6 +26,8 @@ from . import raw, report, servers
 from .images import REPO_ROOT, Sample, load_samples, support_sets
 
 WAYS, SHOTS = 5, 5
+# --provider -> HISTOSERVE_PROVIDERS (None: the service's own choice, CUDA first when the build has it).
+PROVIDERS = {"auto": None, "cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider,CPUExecutionProvider"}
 
 
 @dataclass(frozen=True)
@@ -43,7 +46,7 @@ class Plan:
 
 
 QUICK = Plan("quick", (1, 2), 6, 20.0, 2, 0.2, SHOTS, 3, 2, 30, 60.0)
-FULL = Plan("full", (1, 8, 32), 3000, 8.0, 16, 2.0, 16, 60, 10, 5000, 240.0)
+FULL = Plan("full", (1, 16, 32), 3000, 8.0, 16, 2.0, 16, 60, 10, 5000, 240.0)
 
 
 def latest_bundles(store: Path, wanted: list[str] | None) -> tuple[list[Bundle], list[str]]:
@@ -93,17 +96,26 @@ def _adapt_bodies(samples: list[Sample], ref: str, count: int) -> list[dict]:
 
 class Runner:
     def __init__(self, plan: Plan, store: Path, bundles: list[Bundle], samples: list[Sample], workdir: Path,
-                 naive: bool, adapt_refs: list[str]):
+                 naive: bool, adapt_refs: list[str], providers: str | None = None):
         self.plan, self.store, self.bundles, self.samples, self.workdir = plan, store, bundles, samples, workdir
         self.naive, self.adapt_refs = naive, adapt_refs
+        self.providers = providers  # HISTOSERVE_PROVIDERS for every server; None: the service's default
         self.problems: list[str] = []
         self.classifiers = [b for b in bundles if b.task == "classification"]
 
     def _load(self, server: servers.Server, path: str, bodies: list[dict], concurrency: int, requests: int,
               seconds: float | None = None, warmup: int | None = None, what: str = "") -> dict:
+        cpu_before = server.cpu()
         result = load(server.url(path), bodies, concurrency=concurrency, requests=requests,
                       seconds=seconds or self.plan.level_seconds,
                       warmup=self.plan.warmup if warmup is None else warmup, workdir=self.workdir)
+        # The server's CPU per request (warm-up requests included): the hot path's cost, which other
+        # load on the machine moves far less than it moves throughput.
+        cpu_after = server.cpu()
+        if cpu_before is not None and cpu_after is not None and result["sent"]:
+            result["server_cpu_s"] = cpu_after - cpu_before
+            result["server_cpu_ms_per_request"] = 1000 * (cpu_after - cpu_before) / (
+                result["sent"] + (self.plan.warmup if warmup is None else warmup))
         bad = {s: n for s, n in result["statuses"].items() if not s.startswith("2")}
         if bad:
             self.problems.append(f"{server.name} {path} {what} at concurrency {concurrency}: non-2xx answers {bad}; "
@@ -119,7 +131,14 @@ class Runner:
     def _env(self, port: int, **extra: str) -> dict[str, str]:
         return {"HISTOSERVE_MODEL_STORE": str(self.store), "HISTOSERVE_HOST": servers.HOST,
                 "HISTOSERVE_PORT": str(port), "HISTOSERVE_STATE_DIR": str(self.workdir / f"state-{port}"),
-                "HISTOSERVE_LOG_LEVEL": "WARNING", **extra}
+                "HISTOSERVE_LOG_LEVEL": "WARNING", **self._provider_env(),
+                **extra}
+
+    def _provider_env(self) -> dict[str, str]:
+        if not self.providers:
+            return {}
+        cuda = self.providers.startswith("CUDA")  # --provider cuda: no silent fallback to CPU
+        return {"HISTOSERVE_PROVIDERS": self.providers, **({"HISTOSERVE_REQUIRE_CUDA": "true"} if cuda else {})}
 
     def _start_service(self, name: str, **extra: str) -> servers.Server:
         port = servers.free_port()
@@ -200,6 +219,19 @@ class Runner:
         finally:
             self._finish(server)
 
+    def plain_runs(self, results: dict) -> None:
+        """The usual FastAPI + ONNX Runtime endpoint: one session.run per request, same settings."""
+        for b in self.classifiers:
+            port = servers.free_port()
+            server = servers.start(f"plain-{b.name}", ["-m", "bench.plain", "--bundle", str(b.path), "--port",
+                                                        str(port)], self._env(port), self.workdir / f"plain-{b.name}.log",
+                                   port)
+            try:
+                results[b.ref]["plain"] = self._levels(server, "/classify", _classify_bodies(self.samples, None, "file"),
+                                                       "plain")
+            finally:
+                self._finish(server)
+
     def naive_runs(self, results: dict) -> None:
         for b in self.classifiers:
             port = servers.free_port()
@@ -248,14 +280,15 @@ def commit() -> str:
 
 def run(plan: Plan, *, store: Path, data_dir: Path, results_dir: Path, models: list[str] | None,
         adapt_model: str | None, naive: bool, command: str, int8: bool = False,
-        int8_store: Path | None = None) -> tuple[dict, Path, Path]:
+        int8_store: Path | None = None, provider: str = "auto", plain: bool = True) -> tuple[dict, Path, Path]:
     """Run every measurement and write `<results_dir>/<timestamp>.json` and `.md`."""
     store = Path(store).resolve()
     bundles, notes = latest_bundles(store, models)
     if not bundles:
         raise SystemExit(f"bench: no bundle in {store}; export one (training.export.export_bundle) or pass --store")
     samples = load_samples(data_dir, plan.per_class)
-    settings = Settings(model_store=store)
+    providers = PROVIDERS[provider]
+    settings = Settings(model_store=store, **({"providers": providers} if providers else {}))
     if adapt_model:
         adapt_refs = [b.ref for b in latest_bundles(store, [adapt_model])[0]]
     else:
@@ -272,7 +305,7 @@ def run(plan: Plan, *, store: Path, data_dir: Path, results_dir: Path, models: l
     load_before = os.getloadavg()
     results: dict = {
         "meta": {"timestamp": timestamp, "command": command, "machine": machine(), "versions": versions(),
-                 "commit": commit(), "store": str(store),
+                 "commit": commit(), "store": str(store), "provider": provider,
                  "images": f"{len(samples)} EBHI-Seg PNGs from {data_dir} ({plan.per_class} per class)",
                  "service_settings": {k: getattr(settings, k) for k in (
                      "max_batch_size", "max_wait_ms", "max_queue", "intra_op_threads", "inter_op_threads",
@@ -290,11 +323,14 @@ def run(plan: Plan, *, store: Path, data_dir: Path, results_dir: Path, models: l
                                      "raw": raw.measure(b, samples, settings, seconds=plan.raw_seconds)}
 
     with tempfile.TemporaryDirectory(prefix="histoserve-bench-") as tmp:
-        runner = Runner(plan, store, bundles, samples, Path(tmp), naive, adapt_refs)
+        runner = Runner(plan, store, bundles, samples, Path(tmp), naive, adapt_refs, providers)
         print("bench: service with the micro-batcher on", file=sys.stderr)
         results["memory"] = runner.service_batched(results["bundles"])
         print("bench: service with the micro-batcher off", file=sys.stderr)
         runner.service_unbatched(results["bundles"])
+        if plain:
+            print("bench: plain FastAPI + ONNX Runtime endpoint", file=sys.stderr)
+            runner.plain_runs(results["bundles"])
         if naive:
             print("bench: naive eager-PyTorch endpoint", file=sys.stderr)
             runner.naive_runs(results["bundles"])

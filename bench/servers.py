@@ -36,6 +36,15 @@ def rss_bytes(pid: int) -> int | None:
     return None
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a process and all its threads so far, from /proc (None without it)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime (fields 14, 15)
+
+
 @dataclass
 class Server:
     name: str
@@ -48,6 +57,9 @@ class Server:
 
     def rss(self) -> int | None:
         return rss_bytes(self.proc.pid)
+
+    def cpu(self) -> float | None:
+        return cpu_seconds(self.proc.pid)
 
     def alive(self) -> bool:
         return self.proc.poll() is None

@@ -60,3 +60,15 @@ def test_memory_target_needs_a_soak():
 ])
 def test_target_bounds(key, value, status):
     assert BY_KEY[key].status(value) == status
+
+
+def test_plain_ratio_is_taken_at_concurrency_16_when_measured():
+    results = _results()
+    entry = results["bundles"]["clf/1"]
+    entry["service"]["batched"]["16"] = _run(88.0, 150.0)
+    entry["plain"] = {"16": _run(80.0, 190.0), "32": _run(40.0, 700.0)}
+    rows = {(r["bundle"], r["target"]): r for r in evaluate(results)}
+    assert rows[("clf/1", "vs_plain")]["value"] == pytest.approx(1.1)
+    assert rows[("clf/1", "vs_plain")]["status"] == "met"
+    del entry["plain"]
+    assert {(r["bundle"], r["target"]): r for r in evaluate(results)}[("clf/1", "vs_plain")]["status"] == "n/a"

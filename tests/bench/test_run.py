@@ -25,11 +25,12 @@ def test_quick_benchmark_end_to_end(tiny_store, ebhi_dir, tmp_path, capsys):
     raw = entry["raw"]
     assert set(raw["batches"]) == {"1", "2", "4", "8"}  # the service's default max_batch_size is 8
     assert raw["best_images_per_s_with_decode"] < raw["best_images_per_s"]
-    for server in (entry["service"]["batched"], entry["service"]["unbatched"], entry["naive"]):
+    for server in (entry["service"]["batched"], entry["service"]["unbatched"], entry["plain"], entry["naive"]):
         assert set(server) == {"1", "2"}
         for level in server.values():
             assert level["ok"] == level["sent"] > 0
             assert level["latency"]["p50_ms"] > 0 and level["requests_per_s"] > 0
+            assert level["server_cpu_ms_per_request"] >= 0  # present (CPU ticks are 10 ms: may round to 0)
     assert entry["gradcam"]["ok"] == entry["gradcam"]["sent"] > 0
     # No embedding bundle in the store: /adapt runs on the classifier's embedding output, and says so.
     assert entry["adapt"]["ok"] == entry["adapt"]["sent"] > 0
@@ -58,3 +59,15 @@ def test_unknown_model_is_a_clear_error(tiny_store, tmp_path):
 def test_empty_store_is_a_clear_error(tmp_path):
     with pytest.raises(SystemExit, match="no bundle in"):
         main(["--quick", "--store", str(tmp_path), "--results-dir", str(tmp_path)])
+
+
+def test_server_cpu_seconds_grow_with_work():
+    import os
+
+    from bench.servers import cpu_seconds
+
+    before = cpu_seconds(os.getpid())
+    sum(i * i for i in range(2_000_000))
+    after = cpu_seconds(os.getpid())
+    assert before is not None and after > before
+    assert cpu_seconds(2**22 + 12345) is None  # no such process
