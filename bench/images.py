@@ -6,18 +6,13 @@ images each, which is why EBHI-Seg's six classes are the source.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from bundle.datasets import default_data_dir, group_of, is_image  # noqa: F401 (default_data_dir re-exported)
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATASET = "ebhi_seg"
-SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
-
-
-def default_data_dir() -> Path:
-    """HISTOSERVE_DATA_DIR, else ../shared/data beside the repository (what the tests use too)."""
-    return Path(os.environ.get("HISTOSERVE_DATA_DIR", REPO_ROOT.parent / "shared" / "data"))
 
 
 @dataclass(frozen=True)
@@ -28,20 +23,25 @@ class Sample:
 
 
 def load_samples(data_dir: Path, per_class: int) -> list[Sample]:
-    """`per_class` images of each EBHI-Seg class, taken at even steps through the sorted file list."""
+    """`per_class` images of each EBHI-Seg class, spread over specimens: one image of each specimen in
+    turn (sorted ids, each specimen's files in order), so no specimen gives a second image before every
+    specimen has given one."""
     root = Path(data_dir) / DATASET
     if not root.is_dir():
         raise FileNotFoundError(f"real images not found: {root} is not a directory "
                                 "(pass --data-dir or set HISTOSERVE_DATA_DIR to the shared data folder)")
     samples: list[Sample] = []
     for class_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-        files = sorted(p for p in class_dir.iterdir() if p.suffix.lower() in SUFFIXES)
-        if not files:
-            continue
-        # Even steps rather than the first N: the first files of a class often share one specimen.
-        step = max(1, len(files) // per_class)
-        chosen = files[::step][:per_class]
-        samples += [Sample(class_dir.name, p, p.read_bytes()) for p in chosen]
+        by_specimen: dict[str, list[Path]] = {}
+        for p in sorted(p for p in class_dir.iterdir() if is_image(p)):
+            by_specimen.setdefault(group_of(p.name, DATASET), []).append(p)
+        queues = [by_specimen[g] for g in sorted(by_specimen)]
+        chosen: list[Path] = []
+        for depth in range(max((len(q) for q in queues), default=0)):
+            chosen += [q[depth] for q in queues if depth < len(q)]
+            if len(chosen) >= per_class:
+                break
+        samples += [Sample(class_dir.name, p, p.read_bytes()) for p in chosen[:per_class]]
     if not samples:
         raise FileNotFoundError(f"no images under {root}")
     return samples

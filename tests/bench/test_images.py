@@ -13,6 +13,16 @@ def test_samples_cover_every_ebhi_class(ebhi_dir):
     assert all(s.data[:8] == b"\x89PNG\r\n\x1a\n" for s in samples)
 
 
+def test_samples_spread_over_specimens(ebhi_dir):
+    from bundle.datasets import group_of
+
+    samples = load_samples(ebhi_dir.parent, per_class=5)
+    for label in {s.label for s in samples}:
+        specimens = {group_of(p.name, "ebhi_seg") for p in (ebhi_dir / label).iterdir()}
+        chosen = [group_of(s.path.name, "ebhi_seg") for s in samples if s.label == label]
+        assert len(set(chosen)) == min(5, len(specimens)), (label, chosen)
+
+
 def test_support_sets_are_5_way_5_shot_and_differ(ebhi_dir):
     samples = load_samples(ebhi_dir.parent, per_class=10)
     sets = support_sets(samples, ways=5, shots=5, count=2)
