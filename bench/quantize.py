@@ -4,13 +4,17 @@ ONNX Runtime static quantization (`quantize_static`, QDQ format, per-channel int
 uint8 activations, MinMax calibration) of the compute-heavy ops only (Conv, Gemm, MatMul):
 softmax and the outputs stay float, so probabilities keep their resolution. Calibration
 images come from the bundle's training split (its split.json) when the bundle has one, else
-from specimens held apart from the evaluation images. The result is a complete bundle
-(`<name>_int8/<version>/`, gradcam.onnx copied, manifest rehashed) that the service loads
-like any other; it is measured beside the fp32 bundle on accuracy, Grad-CAM parity and raw speed.
+from specimens held apart from the evaluation images (the patient/specimen rule of
+`bundle.datasets`, the one training splits by). The result is a complete bundle
+(`<name>_int8/<version>/`, gradcam.onnx copied) whose classify graph states its quantization and
+the parity tolerance it was accepted under, with the parity measured against the fp32 graph
+before publication. It is built in a staging directory, checked by the bundle contract and only
+then renamed into place; an existing bundle is never removed (bundles are immutable): the same
+quantization of the same source is reused, anything else there is an error. It is measured
+beside the fp32 bundle on accuracy, Grad-CAM parity and raw speed.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import tempfile
@@ -19,6 +23,17 @@ from pathlib import Path
 
 import numpy as np
 
+from bundle import (
+    FORMAT_VERSION,
+    BundleError,
+    portable,
+    publish,
+    sha256_file,
+    staging,
+    validate_bundle,
+    write_manifest,
+)
+from bundle.datasets import group_of, is_image, resolve_dataset
 from service.imaging import decode_image, preprocess
 from service.runtime import ModelRuntime
 from service.settings import Settings
@@ -27,16 +42,15 @@ from service.store import Bundle, load_bundle
 from . import raw
 
 QUANTIZED_OPS = ["Conv", "Gemm", "MatMul"]
-SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+METHOD = "onnxruntime quantize_static, QDQ, MinMax"
+# What an int8 classify graph may drift from its fp32 source on the held-out images and still be
+# published: probabilities within 0.1 anywhere, the same top-1 class on 90% of the images.
+TOLERANCE = {"probabilities_max_abs": 0.1, "top1_agreement_min": 0.9}
 
 
 def _group(path: Path) -> str:
-    """Specimen or patient id from an EBHI-Seg (`GT2001837-1-...`) or BreakHis (`A_29960CD_...`) name."""
-    stem = path.stem
-    if "-" in stem:
-        return stem.split("-", 1)[0]
-    parts = stem.split("_")
-    return parts[1] if len(parts) > 2 else stem
+    """Specimen or patient id (18842D folds into 18842), by the rule training splits by."""
+    return group_of(path.name)
 
 
 def labelled_images(bundle: Bundle, data_dir: Path) -> tuple[list[tuple[Path, int]], list[tuple[Path, int]], str]:
@@ -45,7 +59,8 @@ def labelled_images(bundle: Bundle, data_dir: Path) -> tuple[list[tuple[Path, in
     split_file = bundle.path / "split.json"
     if split_file.is_file():
         doc = json.loads(split_file.read_text(encoding="utf-8"))
-        root = Path(data_dir) / Path(doc["root"]).name  # the split records the trainer's absolute root
+        # format 2 names its dataset; format 1 recorded the trainer's root, whose last part is the name
+        root = resolve_dataset(doc.get("dataset") or Path(doc["root"]).name, data_dir)
         parts: dict[str, list[tuple[Path, int]]] = {"train": [], "test": []}
         for f in doc["files"]:
             if f["split"] in parts and f["class"] in classes:
@@ -56,7 +71,7 @@ def labelled_images(bundle: Bundle, data_dir: Path) -> tuple[list[tuple[Path, in
         if all((folder / c).is_dir() for c in classes):
             calib, evaluation = [], []
             for i, c in enumerate(classes):
-                for p in sorted(q for q in (folder / c).iterdir() if q.suffix.lower() in SUFFIXES):
+                for p in sorted(q for q in (folder / c).iterdir() if is_image(q)):
                     # One specimen in five is held out for evaluation; no specimen is on both sides.
                     (evaluation if zlib.crc32(_group(p).encode()) % 5 == 0 else calib).append((p, i))
             return calib, evaluation, f"{folder}: specimens split 4:1 by a hash of the id (the bundle has no split)"
@@ -84,36 +99,68 @@ class _Reader:
         return None if x is None else {"image": x[None]}
 
 
-def quantize_bundle(bundle: Bundle, calibration: np.ndarray, out_store: Path, note: str) -> Bundle:
-    """Write `<out_store>/<name>_int8/<version>/` and return it loaded through the service's checks."""
+def _parity(fp32: Path, int8: Path, images: np.ndarray) -> dict[str, float]:
+    """The int8 classify graph against its fp32 source on `images`, batch 1 (ORT on CPU, one thread)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    sessions = [ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"]) for p in (fp32, int8)]
+    probs = [np.concatenate([s.run(["probabilities"], {"image": x[None]})[0] for x in images]) for s in sessions]
+    return {"probabilities_max_abs": float(np.max(np.abs(probs[0] - probs[1]))),
+            "top1_agreement": float(np.mean(probs[0].argmax(1) == probs[1].argmax(1))), "images": float(len(images))}
+
+
+def quantize_bundle(bundle: Bundle, calibration: np.ndarray, out_store: Path, note: str,
+                    evaluation: np.ndarray | None = None, tolerance: dict | None = None) -> Bundle:
+    """Write `<out_store>/<name>_int8/<version>/` and return it loaded through the service's checks.
+
+    Parity with the fp32 graph is measured on `evaluation` (default: the calibration images) and
+    written into the manifest beside `tolerance`; a graph outside it is refused (BundleError), never
+    published. An existing bundle at that place is returned when it is this quantization of this
+    source (same source hash, method and calibration count), else FileExistsError.
+    """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    name = f"{bundle.name}_int8"
-    final = Path(out_store) / name / str(bundle.version)
+    name, version = f"{bundle.name}_int8", bundle.version
+    source_sha = sha256_file(bundle.model_file)
+    final = Path(out_store) / name / str(version)
     if final.exists():
-        shutil.rmtree(final)
-    final.mkdir(parents=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        prepped = Path(tmp) / "prepped.onnx"
-        # ORT's symbolic shape inference trips on the dynamo graph; ONNX's own inference is enough here.
-        quant_pre_process(str(bundle.model_file), str(prepped), skip_symbolic_shape=True)
-        quantize_static(str(prepped), str(final / "model.onnx"), _Reader(calibration), quant_format=QuantFormat.QDQ,
-                        op_types_to_quantize=QUANTIZED_OPS, per_channel=True, activation_type=QuantType.QUInt8,
-                        weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax)
-    for f in bundle.path.iterdir():
-        if f.is_file() and f.name not in ("model.onnx", "manifest.json"):
-            shutil.copyfile(f, final / f.name)
-    manifest = json.loads((bundle.path / "manifest.json").read_text(encoding="utf-8"))
-    manifest.update(
-        name=name,
-        quantization={"from": bundle.ref, "method": "onnxruntime quantize_static, QDQ, MinMax",
-                      "ops": QUANTIZED_OPS, "weights": "int8 per channel", "activations": "uint8",
-                      "calibration_images": int(len(calibration)), "calibration_source": note},
-        metrics={},  # the fp32 metrics do not describe this graph; the benchmark reports its own
-        files={f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(final.iterdir()) if f.is_file()},
-    )
-    (final / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        existing = validate_bundle(final).manifest.graphs["classify"].quantization
+        if (existing is not None and existing.source_sha256 == source_sha and existing.method == METHOD
+                and existing.model_extra.get("calibration_images") == int(len(calibration))):
+            return load_bundle(final)
+        raise FileExistsError(f"{final} exists and is not this quantization of {bundle.ref}: bundles are "
+                              "immutable; remove it by hand or pass another --out store")
+    with staging(out_store, name, version) as staged:
+        with tempfile.TemporaryDirectory() as tmp:
+            prepped = Path(tmp) / "prepped.onnx"
+            # ORT's symbolic shape inference trips on the dynamo graph; ONNX's own inference is enough here.
+            quant_pre_process(str(bundle.model_file), str(prepped), skip_symbolic_shape=True)
+            quantize_static(str(prepped), str(staged / "model.onnx"), _Reader(calibration),
+                            quant_format=QuantFormat.QDQ, op_types_to_quantize=QUANTIZED_OPS, per_channel=True,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            calibrate_method=CalibrationMethod.MinMax)
+        for f in bundle.path.iterdir():
+            if f.is_file() and f.name not in ("model.onnx", "manifest.json"):
+                shutil.copyfile(f, staged / f.name)
+        measured = _parity(bundle.model_file, staged / "model.onnx",
+                           evaluation if evaluation is not None else calibration)
+        manifest = portable(json.loads((bundle.path / "manifest.json").read_text(encoding="utf-8")))
+        graphs = {k: dict(v) for k, v in manifest["graphs"].items() if k in bundle.graphs}
+        graphs["classify"]["quantization"] = {
+            "precision": "int8", "source": bundle.ref, "source_sha256": source_sha, "method": METHOD,
+            "ops": QUANTIZED_OPS, "weights": "int8 per channel", "activations": "uint8",
+            "calibration_images": int(len(calibration)), "calibration_source": note,
+            "tolerance": dict(tolerance or TOLERANCE), "measured": measured,
+        }
+        manifest.update(
+            format_version=FORMAT_VERSION, name=name, graphs=graphs,
+            metrics={},  # the fp32 metrics do not describe this graph; the benchmark reports its own
+        )
+        write_manifest(staged, manifest)
+        publish(staged, out_store, name, version)
     return load_bundle(final)
 
 
@@ -126,9 +173,13 @@ def compare(bundle: Bundle, data_dir: Path, settings: Settings, out_store: Path,
             eval_images: int, cam_images: int, seconds: float, samples) -> dict:
     calib_items, eval_items, note = labelled_images(bundle, data_dir)
     calib_items, eval_items = _spread(calib_items, calibration_images), _spread(eval_items, eval_images)
-    int8 = quantize_bundle(bundle, _tensors(bundle, calib_items, settings), out_store, note)
-    fp32_rt, int8_rt = ModelRuntime(bundle, settings), ModelRuntime(int8, settings)
     x, truth = _tensors(bundle, eval_items, settings), np.array([c for _, c in eval_items])
+    try:
+        int8 = quantize_bundle(bundle, _tensors(bundle, calib_items, settings), out_store, note, evaluation=x)
+    except BundleError as e:  # outside its tolerance: not published, and said so
+        return {"bundle": f"{bundle.name}_int8/{bundle.version}", "source": note, "refused": str(e),
+                "servable": False}
+    fp32_rt, int8_rt = ModelRuntime(bundle, settings), ModelRuntime(int8, settings)
     step = settings.max_batch_size
     outs = {}
     for tag, rt in (("fp32", fp32_rt), ("int8", int8_rt)):
