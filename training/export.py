@@ -1,42 +1,51 @@
-"""Export a trained network as a bundle: `<store>/<name>/<version>/` per docs/contracts.md section 2.
+"""Export a trained network as a bundle: `<store>/<name>/<version>/`, in the `bundle` package's format.
 
-A bundle holds `model.onnx` (image -> probabilities, logits, embedding, features), `gradcam.onnx`
-(features, target_class -> gradcam; the head with its backward pass traced, see gradcam.py),
-any extra files (the split), and `manifest.json` with the sha256 of each. Grad-CAM is its own
-graph so that classifying never pays for it.
+A bundle holds `model.onnx` (image -> probabilities, logits, embedding, features; an embedding
+bundle: embedding, features), for a classification bundle `gradcam.onnx` (features, target_class
+-> gradcam; the head with its backward pass traced, see gradcam.py), any extra files (the split),
+and `manifest.json` with the sha256 of each. A bundle carries the graphs its task needs
+(`bundle.TASKS`) and nothing else. Grad-CAM is its own graph so that classifying never pays for it.
 
-The bundle is built in a hidden staging directory beside its final place, verified there
-(hashes, graph signatures, a run at batch 1 and 3, parity with the eager network), and only
-then renamed into place; a bundle that fails verification is removed and never published.
+The bundle is built in a hidden staging directory beside its final place (`bundle.staging`),
+verified there (the contract's checks, a run at batch 1 and 3, parity with the eager network),
+and only then renamed into place (`bundle.publish`); a bundle that fails is removed, never published.
 Manifests are immutable once written (their hashes are what the service trusts), so every
 metric, Grad-CAM localisation included, must be measured before export and passed in.
 """
 from __future__ import annotations
 
 import datetime as dt
-import json
-import os
-import re
 import shutil
-import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from bundle import (
+    CLASSIFY_FILE,
+    FORMAT_VERSION,
+    GRADCAM_FILE,
+    MANIFEST,
+    NAME_RE,
+    TASKS,
+    BundleError,
+    PixelSize,
+    next_version,
+    portable,
+    publish,
+    staging,
+    write_manifest,
+)
 from models.layers import global_avg
 
 from .gradcam import trace_gradcam
-from .verify import FORMAT_VERSION, MANIFEST, TASKS, BundleError, sha256_file, verify_bundle
+from .verify import verify_bundle
 
-CLASSIFY_FILE = "model.onnx"
-GRADCAM_FILE = "gradcam.onnx"
 # fields export owns; extra_manifest may add others (split, recipe, training, ...) but not these
-RESERVED = frozenset({"format_version", "name", "version", "task", "classes", "input", "preprocessing",
-                      "temperature", "embedding", "graphs", "exported_at", "opset", "files"})
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_VERSION_RE = re.compile(r"^[1-9][0-9]*$")
+RESERVED = frozenset({"format_version", "name", "version", "task", "architecture", "model_args", "classes",
+                      "input", "preprocessing", "temperature", "embedding", "pixel_size_um", "graphs",
+                      "exported_at", "opset", "files"})
 # example batch for tracing: 2, because torch.export specialises a dimension seen as 0 or 1
 _TRACE_BATCH = 2
 
@@ -82,14 +91,6 @@ def _derives_from_features(model: nn.Module) -> bool:
     return isinstance(model, Network) and cls.forward is Network.forward and cls.embed is Network.embed
 
 
-def next_version(model_dir: Path) -> int:
-    """One more than the highest version directory under `model_dir` (1 when there is none)."""
-    if not model_dir.is_dir():
-        return 1
-    versions = [int(p.name) for p in model_dir.iterdir() if p.is_dir() and _VERSION_RE.match(p.name)]
-    return max(versions, default=0) + 1
-
-
 def _export_onnx(module: nn.Module, args: tuple, path: Path, input_names: list[str], output_names: list[str],
                  opset: int) -> None:
     module.eval()  # the wrappers themselves; the network was put in eval mode by the caller
@@ -119,12 +120,15 @@ def _tensor_spec(t: torch.Tensor) -> dict:
 
 def _check_args(name: str, task: str, classes: Sequence[str], temperature: float, opset: int,
                 extra_manifest: Mapping | None, files: Sequence | None) -> None:
-    if not _NAME_RE.match(name):
-        raise ValueError(f"bundle name {name!r} must be letters, digits, '_', '.', '-' and not start with a dot")
+    if not NAME_RE.match(name):
+        raise ValueError(f"bundle name {name!r} must be 1..128 letters, digits, '_', '.', '-', "
+                         "not starting with '.', '_' or '-'")
     if task not in TASKS:
-        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
-    if not classes or not all(isinstance(c, str) and c for c in classes) or len(set(classes)) != len(classes):
-        raise ValueError(f"classes must be distinct non-empty strings, got {classes!r}")
+        raise ValueError(f"task must be one of {tuple(TASKS)}, got {task!r}")
+    if not all(isinstance(c, str) and c for c in classes) or len(set(classes)) != len(classes) \
+            or len(classes) < TASKS[task].min_classes:
+        raise ValueError(f"classes must be at least {TASKS[task].min_classes} distinct non-empty strings for a "
+                         f"{task} bundle, got {classes!r}")
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     if opset < 18:
@@ -141,13 +145,18 @@ def export_bundle(model: nn.Module, store, name: str, *, classes: Sequence[str],
                   input_size: Sequence[int] | None = None, mean: Sequence[float] | None = None,
                   std: Sequence[float] | None = None, temperature: float = 1.0, metrics: Mapping | None = None,
                   extra_manifest: Mapping | None = None, version: int | None = None,
-                  files: Sequence | None = None, opset: int = 18) -> Path:
+                  files: Sequence | None = None, opset: int = 18, model_args: Mapping | None = None,
+                  embedding: Mapping | None = None, pixel_size_um: Mapping | None = None) -> Path:
     """Write, verify and publish `<store>/<name>/<version>/`; return its path.
 
     input_size (H, W), mean and std default to `model.pretrained_cfg`. `temperature` is the
-    calibration fitted on validation; it is applied inside model.onnx. `files` are copied into
-    the bundle (by base name) and hashed. Raises `BundleError` (and leaves nothing behind) when
-    verification fails, `FileExistsError` when the version is taken.
+    calibration fitted on validation; it is applied inside model.onnx. `model_args` (what
+    `models.create_model` needs to rebuild the network) default to the pretrained_cfg's, with
+    `num_classes` the number of `classes`. `embedding` adds to the manifest's embedding section
+    (`stages`, `pooling`, `description`, `distance`); `pixel_size_um` is the physical size of one
+    input pixel (`bundle.PixelSize`). `files` are copied into the bundle (by base name) and hashed.
+    Raises `BundleError` (and leaves nothing behind) when verification fails, `FileExistsError`
+    when the version is taken.
     """
     classes = list(classes)
     _check_args(name, task, classes, temperature, opset, extra_manifest, files)
@@ -162,82 +171,82 @@ def export_bundle(model: nn.Module, store, name: str, *, classes: Sequence[str],
     if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
         raise ValueError(f"mean and std must be 3 values each, std > 0; got {mean}, {std}")
 
-    model_dir = Path(store) / name
+    if pixel_size_um is not None:
+        pixel_size_um = PixelSize.model_validate(dict(pixel_size_um)).model_dump()
     if version is None:
-        version = next_version(model_dir)
+        version = next_version(Path(store) / name)
     elif not (isinstance(version, int) and version >= 1):
         raise ValueError(f"version must be an integer >= 1, got {version!r}")
-    final = model_dir / str(version)
-    if final.exists():
-        raise FileExistsError(f"bundle {final} already exists: bundles are immutable, pick another version")
 
-    model_dir.mkdir(parents=True, exist_ok=True)
-    staging = model_dir / f".staging-{version}-{uuid.uuid4().hex[:8]}"
-    staging.mkdir()
     was_training = model.training
     model.eval()
     try:
-        example = torch.zeros(_TRACE_BATCH, 3, height, width)
-        with torch.no_grad():
-            features = model.features(example)
-            embedding = model.embed(example)
-            logits = model(example) if task == "classification" else None
-        if logits is not None and logits.shape[1] != len(classes):
-            raise ValueError(f"the network has {logits.shape[1]} outputs but {len(classes)} classes were given")
+        with staging(store, name, version) as staged:
+            manifest = _write_graphs(model, staged, task=task, classes=classes, size=(height, width),
+                                     temperature=temperature, opset=opset)
+            for f in files or ():
+                shutil.copyfile(f, staged / Path(f).name)
+            embedding_dim = manifest["graphs"]["classify"]["outputs"]["embedding"]["dims"][1]
+            manifest = {
+                "format_version": FORMAT_VERSION,
+                "name": name,
+                "version": version,
+                "task": task,
+                "architecture": cfg.get("architecture", type(model).__name__),
+                "model_args": {**cfg.get("model_args", {}), "num_classes": len(classes), **dict(model_args or {})},
+                "classes": classes,
+                "input": {"name": "image", "dtype": "float32", "dims": [3, height, width], "layout": "NCHW",
+                          "color": "RGB"},
+                "preprocessing": {"resize": [height, width], "interpolation": "bilinear", "scale": 1.0 / 255.0,
+                                  "mean": mean, "std": std},
+                "temperature": float(temperature),
+                "embedding": {"dim": int(embedding_dim), "distance": "squared_euclidean", "temperature": 1.0,
+                              **dict(embedding or {})},
+                **({"pixel_size_um": pixel_size_um} if pixel_size_um is not None else {}),
+                "graphs": manifest["graphs"],
+                "metrics": portable(dict(metrics or {})),
+                **portable(dict(extra_manifest or {})),
+                "exported_at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "opset": opset,
+            }
+            write_manifest(staged, manifest, default=_jsonable)
+            verify_bundle(staged, model, name=name, version=version)
+            return publish(staged, store, name, version)
+    finally:
+        model.train(was_training)
 
-        classify_outputs = {"embedding": _tensor_spec(embedding), "features": _tensor_spec(features)}
-        if logits is not None:
-            classify_outputs = {"probabilities": _tensor_spec(logits), "logits": _tensor_spec(logits),
-                                **classify_outputs}
-        _export_onnx(ClassifyGraph(model, temperature, task), (example,), staging / CLASSIFY_FILE,
-                     ["image"], list(classify_outputs), opset)
-        graphs = {"classify": {"file": CLASSIFY_FILE,
-                               "inputs": {"image": {"dtype": "float32", "dims": [-1, 3, height, width]}},
-                               "outputs": classify_outputs}}
 
+def _write_graphs(model: nn.Module, staged: Path, *, task: str, classes: list[str], size: tuple[int, int],
+                  temperature: float, opset: int) -> dict:
+    """Trace the task's graphs into `staged`; return {"graphs": their manifest section}."""
+    height, width = size
+    example = torch.zeros(_TRACE_BATCH, 3, height, width)
+    with torch.no_grad():
+        features = model.features(example)
+        embedding = model.embed(example)
+        logits = model(example) if task == "classification" else None
+    if logits is not None and logits.shape[1] != len(classes):
+        raise ValueError(f"the network has {logits.shape[1]} outputs but {len(classes)} classes were given")
+
+    classify_outputs = {"embedding": _tensor_spec(embedding), "features": _tensor_spec(features)}
+    if logits is not None:
+        classify_outputs = {"probabilities": _tensor_spec(logits), "logits": _tensor_spec(logits),
+                            **classify_outputs}
+    _export_onnx(ClassifyGraph(model, temperature, task), (example,), staged / CLASSIFY_FILE,
+                 ["image"], list(classify_outputs), opset)
+    graphs = {"classify": {"file": CLASSIFY_FILE,
+                           "inputs": {"image": {"dtype": "float32", "dims": [-1, 3, height, width]}},
+                           "outputs": classify_outputs}}
+    if "gradcam" in TASKS[task].graphs:
         cam_graph = trace_gradcam(model, (height, width), batch=_TRACE_BATCH)
-        _export_onnx(cam_graph, (features, torch.zeros(_TRACE_BATCH, dtype=torch.long)), staging / GRADCAM_FILE,
+        _export_onnx(cam_graph, (features, torch.zeros(_TRACE_BATCH, dtype=torch.long)), staged / GRADCAM_FILE,
                      ["features", "target_class"], ["gradcam"], opset)
         graphs["gradcam"] = {"file": GRADCAM_FILE,
                              "inputs": {"features": _tensor_spec(features),
                                         "target_class": {"dtype": "int64", "dims": [-1]}},
                              "outputs": {"gradcam": {"dtype": "float32", "dims": [-1, height, width]}},
                              "layer": "features", "method": "autograd traced with make_fx"}
-
-        for f in files or ():
-            shutil.copyfile(f, staging / Path(f).name)
-
-        manifest = {
-            "format_version": FORMAT_VERSION,
-            "name": name,
-            "version": version,
-            "task": task,
-            "architecture": cfg.get("architecture", type(model).__name__),
-            "model_args": {**cfg.get("model_args", {}), "num_classes": cfg.get("num_classes", len(classes))},
-            "classes": classes,
-            "input": {"name": "image", "dtype": "float32", "dims": [3, height, width], "layout": "NCHW",
-                      "color": "RGB"},
-            "preprocessing": {"resize": [height, width], "interpolation": "bilinear", "scale": 1.0 / 255.0,
-                              "mean": mean, "std": std},
-            "temperature": float(temperature),
-            "embedding": {"dim": int(embedding.shape[1]), "distance": "squared_euclidean", "temperature": 1.0},
-            "graphs": graphs,
-            "metrics": dict(metrics or {}),
-            **dict(extra_manifest or {}),
-            "exported_at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "opset": opset,
-            "files": {p.name: sha256_file(p) for p in sorted(staging.iterdir()) if p.is_file()},
-        }
-        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, default=_jsonable) + "\n", encoding="utf-8")
-
-        verify_bundle(staging, model, name=name, version=version)
-        os.rename(staging, final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    finally:
-        model.train(was_training)
-    return final
+    return {"graphs": graphs}
 
 
-__all__ = ["BundleError", "ClassifyGraph", "export_bundle", "next_version"]
+__all__ = ["RESERVED", "BundleError", "ClassifyGraph", "export_bundle", "next_version"]

@@ -135,7 +135,6 @@ def _export(args) -> int:
 
     all_paths = [s.path.relative_to(split.root).as_posix() for p in ("train", "val", "test") for s in split.part(p)]
     extra = {
-        "model_args": ckpt["model_args"],
         "split": {**metrics.get("split", {}), "description": split.description, "file": "split.json",
                   "seed": split.seed},
         "recipe": cfg.recipe or f"training config {cfg.name!r}",
@@ -146,7 +145,7 @@ def _export(args) -> int:
     bundle = export_bundle(
         model, args.store, args.name or cfg.name, classes=list(ckpt["classes"]), input_size=(size, size),
         mean=mean, std=std, temperature=float(metrics.get("temperature", 1.0)), metrics=bundle_metrics,
-        extra_manifest=extra, version=args.version, files=[run / "split.json"])
+        extra_manifest=extra, version=args.version, files=[run / "split.json"], model_args=ckpt["model_args"])
     print(bundle)
     return 0
 
@@ -165,14 +164,14 @@ def _verify(args) -> int:
 
 
 def _localise(args) -> int:
+    from bundle import read_manifest
     from training.splits import load_split
-    from training.verify import read_manifest
 
-    manifest = read_manifest(Path(args.bundle))
-    size = manifest["input"]["dims"][1]
-    pre = manifest["preprocessing"]
+    manifest, _ = read_manifest(Path(args.bundle))
+    size = manifest.input.dims[1]
+    pre = manifest.preprocessing
     split = load_split(args.split, root=args.data)
-    scores = localise_split(Path(args.bundle), split, Path(args.masks), size, pre["mean"], pre["std"], args.part)
+    scores = localise_split(Path(args.bundle), split, Path(args.masks), size, pre.mean, pre.std, args.part)
     text = json.dumps(scores, indent=1)
     if args.out:
         Path(args.out).write_text(text + "\n")

@@ -93,7 +93,7 @@ def test_manifest_follows_the_contract(tmp_path):
                                            "split": {"description": "specimen-disjoint 70/15/15",
                                                      "file": "split.json"}})
     m = json.loads((bundle / "manifest.json").read_text())
-    assert m["format_version"] == 1 and m["name"] == "ebhi_tiny" and m["version"] == 1
+    assert m["format_version"] == 2 and m["name"] == "ebhi_tiny" and m["version"] == 1
     assert m["task"] == "classification" and m["temperature"] == 1.25 and m["opset"] >= 18
     assert m["input"] == {"name": "image", "dtype": "float32", "dims": [3, SIZE, SIZE], "layout": "NCHW",
                           "color": "RGB"}

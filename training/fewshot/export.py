@@ -4,6 +4,10 @@ The service computes prototypes with the bundle's `embedding` output and the squ
 i.e. exactly ProtoNet's test-time rule, and it does not adapt the network to the support set. So what is
 exported is the backbone whose `embed(x)` the method trained prototypes on (for the dual-attention method:
 the meta-learned initial parameters, evaluated as `inner_steps_test=0`).
+
+An embedding bundle carries `model.onnx` only (bundle.TASKS): a Grad-CAM needs class logits, and the
+backbone's classifier head was never trained. Its `model_args` rebuild the backbone with the run's
+`backbone_args` and `num_classes` the number of meta-training classes (the head is in no graph).
 """
 from __future__ import annotations
 
@@ -16,6 +20,18 @@ from .build import load_checkpoint
 
 # Methods whose trained embedding is a prototype embedding (squared Euclidean to class means).
 PROTOTYPE_METHODS = {"protonet", "dual_attention"}
+
+
+def _embedding_description(cfg) -> dict:
+    """What the `embedding` output is: the mean of the last feature map, or (a backbone with
+    `embed_stages`) the L2-normalised means of those stages and of the last map, concatenated."""
+    stages = list(cfg.backbone_args.get("embed_stages") or [])
+    if not stages:
+        return {"stages": ["features"], "pooling": "mean",
+                "description": f"spatial mean of the {cfg.backbone} backbone's last feature map"}
+    return {"stages": [f"stage{s}" for s in stages] + ["features"], "pooling": "l2_mean+concat",
+            "description": f"{cfg.backbone}: spatial means of stages {stages} and of the last feature map, "
+                           "each L2-normalised, concatenated in that order (the last block is `features`)"}
 
 
 def export_embedding(run_dir, store, name: str, version: int | None = None) -> Path:
@@ -31,10 +47,15 @@ def export_embedding(run_dir, store, name: str, version: int | None = None) -> P
         report = json.loads(eval_file.read_text())
         metrics["fewshot"] = {f"{r['test']}_{r['n_way']}way_{r['k_shot']}shot": {
             "accuracy": r["accuracy"], "ci95": r["ci95"], "episodes": r["episodes"]} for r in report["results"]}
+    classes = list(cfg.train.classes)
+    train_data = dict(ckpt.get("train_data") or {})
+    train_data.pop("root", None)  # a machine's path; `dataset` names the folder under the data directory
     return export_bundle(
-        net, store, name, classes=list(cfg.train.classes), task="embedding",
+        net, store, name, classes=classes, task="embedding",
         input_size=(cfg.image_size, cfg.image_size), mean=ckpt.get("mean"), std=ckpt.get("std"),
         metrics=metrics, version=version,
+        model_args={**dict(ckpt.get("model_args") or cfg.backbone_args), "num_classes": len(classes)},
+        embedding=_embedding_description(cfg),
         extra_manifest={
             "recipe": f"few-shot {cfg.method} on {cfg.backbone} {cfg.backbone_args}, meta-trained "
                       f"{cfg.episodes} episodes {cfg.n_way}-way {cfg.k_shot}-shot on {cfg.train.dataset} "
@@ -42,6 +63,6 @@ def export_embedding(run_dir, store, name: str, version: int | None = None) -> P
             "training": cfg.to_dict(),
             "split": {"description": "meta-train classes vs unseen test classes (class-disjoint); "
                                      "episodes keep patients/specimens apart where a class has several",
-                      "train": ckpt.get("train_data")},
+                      "train": train_data or None},
         },
     )

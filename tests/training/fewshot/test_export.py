@@ -30,6 +30,10 @@ def test_dual_attention_run_exports_an_embedding_bundle(tmp_path):
     assert manifest["input"]["dims"] == [3, 64, 64] and manifest["preprocessing"]["mean"] == [0.5] * 3
     assert manifest["embedding"]["distance"] == "squared_euclidean" and manifest["embedding"]["dim"] == 16
     assert manifest["training"]["method"] == "dual_attention"
+    # the graphs an embedding bundle needs and nothing else; model_args rebuild the backbone of this run
+    assert sorted(manifest["files"]) == ["model.onnx"] and list(manifest["graphs"]) == ["classify"]
+    assert manifest["model_args"] == {"widths": [8, 8, 16, 16], "num_classes": len(SPLIT["classes"])}
+    assert manifest["format_version"] == 2 and manifest["embedding"]["stages"] == ["features"]
 
 
 def test_methods_without_a_prototype_embedding_are_refused(tmp_path):
