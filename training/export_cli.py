@@ -31,6 +31,10 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--masks", default=None,
                    help="mask folder (class/file as the images): score Grad-CAM on the test split into the manifest")
     p.add_argument("--data", default=None, help="data root when it moved since training")
+    p.add_argument("--pixel-size-um", type=float, nargs=2, metavar=("X", "Y"), default=None,
+                   help="physical size of one training-image pixel in micrometres (whole-slide tiling)")
+    p.add_argument("--pixel-size-source", default=None, help="where the pixel size comes from (paper, scanner)")
+    p.add_argument("--pixel-size-estimated", action="store_true", help="the pixel size is an estimate")
     p.set_defaults(func=_export)
 
     p = sub.add_parser("verify", help="check a bundle's hashes and graphs; with --run, parity against PyTorch")
@@ -127,6 +131,10 @@ def _export(args) -> int:
 
     bundle_metrics = {"test": metrics["test"], "majority_rate": metrics.get("majority_rate"),
                       "val": metrics.get("val")}
+    if "test_tta" in metrics:  # the graph has no TTA: beside the served figures, not instead of them
+        bundle_metrics["test_dihedral_tta"] = metrics["test_tta"]
+    if "training" in metrics:
+        bundle_metrics["training"] = metrics["training"]
     if "baseline" in metrics:
         bundle_metrics["baseline_test"] = metrics["baseline"].get("test")
     if args.masks:
@@ -145,9 +153,18 @@ def _export(args) -> int:
     bundle = export_bundle(
         model, args.store, args.name or cfg.name, classes=list(ckpt["classes"]), input_size=(size, size),
         mean=mean, std=std, temperature=float(metrics.get("temperature", 1.0)), metrics=bundle_metrics,
-        extra_manifest=extra, version=args.version, files=[run / "split.json"], model_args=ckpt["model_args"])
+        extra_manifest=extra, version=args.version, files=[run / "split.json"], model_args=ckpt["model_args"],
+        pixel_size_um=_pixel_size(args))
     print(bundle)
     return 0
+
+
+def _pixel_size(args) -> dict | None:
+    if args.pixel_size_um is None:
+        return None
+    x, y = args.pixel_size_um
+    return {"x": x, "y": y, "estimated": bool(args.pixel_size_estimated),
+            "source": args.pixel_size_source or "given at export"}
 
 
 def _verify(args) -> int:
