@@ -78,8 +78,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.ready = False
     errors.install(app)
     app.include_router(api_router)
-    page.install(app)
     app.include_router(slide_routes.router)
+    page.install(app)
     # Exact path -> body limit in bytes for routes that take more than max_upload_bytes (slide uploads).
     app.state.body_limits = {}
     app.add_middleware(RequestMiddleware, metrics=app.state.metrics, max_body_bytes=settings.max_upload_bytes,

@@ -15,7 +15,7 @@ from .batching import MicroBatcher
 from .metrics import Metrics
 from .runtime import ModelRuntime
 from .settings import MODEL_REF, Settings
-from .store import Bundle, BundleError, discover
+from .store import Bundle, BundleError, discover, store_defaults
 
 log = logging.getLogger("histoserve.registry")
 
@@ -75,6 +75,10 @@ class ModelRegistry:
         self.metrics = metrics
         self.models: dict[tuple[str, int], LoadedModel] = {}
         self.refused: dict[str, str] = {}  # bundle path -> why it was refused
+        # the settings name the defaults; else the store's defaults.json; else the first bundle by name
+        chosen = store_defaults(settings.model_store)
+        self.default_model = settings.default_model or chosen.get("classification")
+        self.default_embedding_model = settings.default_embedding_model or chosen.get("embedding")
 
     # --- loading (lifespan)
 
@@ -174,8 +178,8 @@ class ModelRegistry:
         reasons = []
         if not self.models:
             reasons.append(f"no bundle loaded from {self.settings.model_store}")
-        for ref, pick in ((self.settings.default_model, self.classifier),
-                          (self.settings.default_embedding_model, self.embedder)):
+        for ref, pick in ((self.default_model, self.classifier),
+                          (self.default_embedding_model, self.embedder)):
             if ref:
                 try:
                     pick(ref)
@@ -185,7 +189,7 @@ class ModelRegistry:
 
     def classifier(self, ref: str | None) -> LoadedModel:
         """The model /classify uses: the one named, else the configured default, else the first by name."""
-        model = self._pick(ref, self.settings.default_model, lambda m: m.bundle.task == "classification",
+        model = self._pick(ref, self.default_model, lambda m: m.bundle.task == "classification",
                            "classification")
         if model.bundle.task != "classification":
             raise WrongTask(f"{model.bundle.ref} is an embedding bundle; build an adapter with POST /adapt "
@@ -194,7 +198,7 @@ class ModelRegistry:
 
     def embedder(self, ref: str | None) -> LoadedModel:
         """The model /adapt uses: the one named, else the configured default, else the first embedding bundle."""
-        model = self._pick(ref, self.settings.default_embedding_model, lambda m: m.bundle.task == "embedding",
+        model = self._pick(ref, self.default_embedding_model, lambda m: m.bundle.task == "embedding",
                            "embedding")
         if not model.bundle.has_embedding:
             raise WrongTask(f"{model.bundle.ref} has no embedding output", code="no_embedding")

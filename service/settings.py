@@ -26,7 +26,7 @@ class Settings(BaseSettings):
 
     # --- where the bundles are, and which answer when the client names none
     model_store: Path = REPO_ROOT / "model_store"
-    default_model: str | None = None  # name or name/version; None: first classification bundle by name
+    default_model: str | None = None  # name or name/version; None: the store's defaults.json, else the first by name
     default_embedding_model: str | None = None  # for /adapt; None: first embedding bundle by name
 
     # --- network

@@ -7,11 +7,15 @@ against the manifest once a session exists (runtime.py, with the same package's 
 """
 from __future__ import annotations
 
+import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bundle import BundleError, Manifest, candidate_dirs, sha256_file, validate_bundle
+
+log = logging.getLogger("histoserve.store")
 
 __all__ = ["Bundle", "BundleError", "Preprocessing", "discover", "load_bundle", "sha256_file"]
 
@@ -88,3 +92,22 @@ def discover(store: Path) -> tuple[list[Bundle], list[tuple[Path, str]]]:
             refused.append((version_dir, str(e)))
     bundles.sort(key=lambda b: (b.name, b.version))
     return bundles, refused
+
+
+DEFAULTS_FILE = "defaults.json"
+
+
+def store_defaults(store: Path) -> dict[str, str]:
+    """The store's own choice of default models, `<store>/defaults.json`: {"classification": ref,
+    "embedding": ref}. A missing file means no choice; a broken one is logged and ignored."""
+    path = Path(store) / DEFAULTS_FILE
+    if not path.is_file():
+        return {}
+    try:
+        doc = json.loads(path.read_text())
+        if not isinstance(doc, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as e:
+        log.warning("ignoring %s: %s", path, e)
+        return {}
+    return {k: v for k, v in doc.items() if k in ("classification", "embedding") and isinstance(v, str) and v}

@@ -56,3 +56,19 @@ def test_ready_means_the_defaults_can_be_served(bundles, store_copy, tmp_path):
     assert damaged.unready_reasons() == [] and len(damaged.refused) == 1
     damaged_default = _registry(store_copy, default_embedding_model="tiny_emb")
     assert "tiny_emb" in damaged_default.unready_reasons()[0]
+
+
+def test_the_store_names_its_default_models_unless_the_settings_do(tmp_path):
+    import json
+
+    from service.metrics import Metrics
+    from service.registry import ModelRegistry
+    from service.settings import Settings
+
+    (tmp_path / "defaults.json").write_text(json.dumps({"classification": "b_model", "embedding": "e/2"}))
+    registry = ModelRegistry(Settings(model_store=tmp_path), Metrics())
+    assert (registry.default_model, registry.default_embedding_model) == ("b_model", "e/2")
+    registry = ModelRegistry(Settings(model_store=tmp_path, default_model="a_model"), Metrics())
+    assert registry.default_model == "a_model"
+    (tmp_path / "defaults.json").write_text("[not json")
+    assert ModelRegistry(Settings(model_store=tmp_path), Metrics()).default_model is None
