@@ -8,6 +8,7 @@ fold on identical splits: the table refuses directories whose fold k tested diff
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -60,8 +61,8 @@ def cv_table(method_dirs: list[str | Path]) -> tuple[str, dict]:
     add("majority class", [{"accuracy": m["majority_rate"], "balanced_accuracy": 1.0 / len(m["classes"])}
                            for m in first])
     n_test = [m["test"]["n"] for m in first]
-    header = [f"{len(common)} folds ({', '.join(str(k) for k in common)}); "
-              f"{first[0]['split']['description'].rsplit(', seed', 1)[0]}; test images per fold {n_test}.",
+    description = re.sub(r"test fold \d+ of (\d+)", r"test: each of the \1 folds in turn", first[0]["split"]["description"])
+    header = [f"{len(common)} folds ({', '.join(str(k) for k in common)}); {description}; test images per fold {n_test}.",
               "Mean ± standard deviation over folds (one seed per fold).", "",
               "| method | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
     return "\n".join(header + rows), summary
