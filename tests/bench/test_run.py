@@ -40,7 +40,7 @@ def test_quick_benchmark_end_to_end(tiny_store, ebhi_dir, tmp_path, capsys):
     assert [t["after"] for t in results["memory"]["timeline"]][-2:] == ["soak half 1", "soak half 2"]
 
     targets = {r["target"]: r for r in results["targets"]}
-    assert set(targets) == {"service_vs_raw", "c1_latency", "vs_naive", "gradcam_vs_classify",
+    assert set(targets) == {"service_vs_raw", "c1_latency", "vs_naive", "vs_plain", "gradcam_vs_classify",
                             "adapt_vs_raw_embed", "rss_growth"}
     for row in targets.values():
         assert math.isfinite(row["value"]) and row["status"] in ("met", "missed")

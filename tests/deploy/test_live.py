@@ -110,7 +110,8 @@ def service(tmp_path_factory):
     port = free_port()
     proc = start_service(tmp, port, HISTOSERVE_PROVIDERS="CPUExecutionProvider")
     try:
-        wait_for("service /healthz", lambda: http_get(f"http://127.0.0.1:{port}/healthz")[0] == 200, proc)
+        # ready, not only alive: warm-up of every bundle comes after /healthz answers
+        wait_for("service /readyz", lambda: http_get(f"http://127.0.0.1:{port}/readyz")[0] == 200, proc)
         yield port
     finally:
         stop_service(proc)
