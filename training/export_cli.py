@@ -125,7 +125,9 @@ def _export(args) -> int:
         raise SystemExit(f"{run} has no metrics.json: run `python -m training evaluate --run {run}` first, "
                          "a bundle must carry its held-out metrics")
     cfg = TrainConfig(**ckpt["config"])
-    split = load_split(run / "split.json", root=args.data)
+    # the folder the run was trained on when it is here, else the split's dataset name under the data dir
+    trained_on = cfg.data if cfg.data and Path(cfg.data).is_dir() else None
+    split = load_split(run / "split.json", root=args.data or trained_on)
     size = int(ckpt["preprocessing"]["size"])
     mean, std = ckpt["preprocessing"]["mean"], ckpt["preprocessing"]["std"]
 

@@ -27,6 +27,7 @@ from tests.deploy.conftest import DEPLOY, REPO_ROOT
 pytestmark = pytest.mark.slow
 
 STARTUP_S = 60.0
+SMALL_BUNDLE = REPO_ROOT / "model_store" / "breakhis_cbam_resnet20" / "1"
 HEALTHCHECK = DEPLOY / "healthcheck.py"
 
 
@@ -74,9 +75,12 @@ def stop(proc: subprocess.Popen, grace: float = 15.0) -> int:
 
 
 def service_env(tmp: Path, port: int, **extra: str) -> dict[str, str]:
-    # The caller's HISTOSERVE_* must not leak in; an empty store is enough to serve metrics.
+    # The caller's HISTOSERVE_* must not leak in. A replica is ready when it can serve a model, so the
+    # store holds the smallest committed bundle (48 px: it loads and warms up in a moment).
     env = {k: v for k, v in os.environ.items() if not k.startswith("HISTOSERVE_")}
     (tmp / "store").mkdir(exist_ok=True)
+    if not (tmp / "store" / SMALL_BUNDLE.parent.name).exists():
+        shutil.copytree(SMALL_BUNDLE, tmp / "store" / SMALL_BUNDLE.parent.name / SMALL_BUNDLE.name)
     (tmp / "state").mkdir(exist_ok=True)
     env.update(HISTOSERVE_HOST="127.0.0.1", HISTOSERVE_PORT=str(port), HISTOSERVE_MODEL_STORE=str(tmp / "store"),
                HISTOSERVE_STATE_DIR=str(tmp / "state"), HISTOSERVE_LOG_LEVEL="INFO", **extra)
@@ -110,7 +114,6 @@ def service(tmp_path_factory):
     port = free_port()
     proc = start_service(tmp, port, HISTOSERVE_PROVIDERS="CPUExecutionProvider")
     try:
-        # ready, not only alive: warm-up of every bundle comes after /healthz answers
         wait_for("service /readyz", lambda: http_get(f"http://127.0.0.1:{port}/readyz")[0] == 200, proc)
         yield port
     finally:
@@ -208,7 +211,8 @@ def test_prometheus_scrapes_the_service(service, prometheus_bin, tmp_path):
         # ...and its own metrics arrive with their labels.
         (build,) = wait_for("histoserve_build_info", lambda: prom_query(prom_port, "histoserve_build_info"), proc,
                             timeout=30)
-        assert build["metric"]["job"] == "histoserve" and build["metric"]["providers"] == "none"
+        # the CPU provider the one bundle really got (an empty store would say "none")
+        assert build["metric"]["job"] == "histoserve" and build["metric"]["providers"] == "CPUExecutionProvider"
         assert build["metric"]["version"]
         health = wait_for("healthz requests", lambda: prom_query(
             prom_port, 'histoserve_http_requests_total{route="/healthz", status="200"}'), proc, timeout=30)

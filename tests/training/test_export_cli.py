@@ -67,15 +67,16 @@ def test_export_verify_localise(run_and_masks, tmp_path, capsys):
 
     # the same scores again from the bundle alone (ONNX Runtime), as `localise` computes them
     out = tmp_path / "loc.json"
+    # a bundle's split names its dataset; the images are found under --data (here: not the data dir)
     assert main(["localise", "--bundle", str(bundle), "--split", str(bundle / "split.json"), "--masks", str(masks),
-                 "--out", str(out)]) == 0
+                 "--data", str(masks.parent / "ebhi_seg"), "--out", str(out)]) == 0
     again = json.loads(out.read_text())
     assert again["n_images"] == loc["n_images"] and again["pointing_game"] == pytest.approx(loc["pointing_game"])
 
     (bundle / "model.onnx").write_bytes((bundle / "model.onnx").read_bytes() + b"\0")
     capsys.readouterr()
     assert main(["verify", str(bundle)]) == 1
-    assert "wrong sha256 for 'model.onnx'" in capsys.readouterr().out
+    assert "sha256 mismatch for 'model.onnx'" in capsys.readouterr().out
 
 
 def test_export_needs_evaluated_run(run_and_masks, tmp_path):

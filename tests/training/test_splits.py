@@ -30,7 +30,7 @@ def test_split_file_reproduces_the_split(tmp_path):
     root = make_folder(tmp_path / "ebhi_seg", {"a": 0, "b": 1}, groups_per_class=8)
     split = make_split(scan_image_folder(root), seed=7)
     save_split(split, tmp_path / "split.json")
-    again = load_split(tmp_path / "split.json")
+    again = load_split(tmp_path / "split.json", data_dir=tmp_path)
     for name in ("train", "val", "test"):
         assert again.part(name) == split.part(name)
     assert again.seed == 7 and again.classes == split.classes
@@ -54,7 +54,7 @@ def test_loading_a_split_with_missing_files_is_a_clear_error(tmp_path):
     save_split(split, tmp_path / "split.json")
     split.test[0].path.unlink()
     with pytest.raises(FileNotFoundError, match="not under"):
-        load_split(tmp_path / "split.json")
+        load_split(tmp_path / "split.json", data_dir=tmp_path)
 
 
 def test_a_split_saved_without_masks_finds_them_when_a_mask_root_is_given(tmp_path):
@@ -66,7 +66,7 @@ def test_a_split_saved_without_masks_finds_them_when_a_mask_root_is_given(tmp_pa
     first = split.train[0].path.relative_to(root)
     (masks / first.parent).mkdir(parents=True)
     (masks / first).write_bytes(split.train[0].path.read_bytes())
-    again = load_split(tmp_path / "split.json", mask_root=masks)
+    again = load_split(tmp_path / "split.json", mask_root=masks, data_dir=tmp_path)
     with_mask = [s for s in again.train if s.mask_path is not None]
     assert [s.mask_path for s in with_mask] == [masks / first]
 

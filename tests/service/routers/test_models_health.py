@@ -67,8 +67,8 @@ def test_refused_bundles_are_logged_and_the_rest_serve(store_copy, tmp_path, cap
     with caplog.at_level("ERROR", logger="histoserve"), TestClient(app) as c:
         body = c.get("/models").json()
         assert [m["name"] for m in body["models"]] == ["tiny_cls"]
-        assert any("sha256 mismatch for model.onnx" in why for why in body["refused"].values())
-        assert any("not an integer >= 1" in why for why in body["refused"].values())
+        assert any("sha256 mismatch for 'model.onnx'" in why for why in body["refused"].values())
+        assert any(path.endswith("broken/01") for path in body["refused"])  # refused, with its reason
         assert c.get("/readyz").status_code == 200
     assert any("sha256 mismatch" in r.getMessage() for r in caplog.records)
 
