@@ -26,8 +26,7 @@ __all__ = ["CifarResNet"]
 
 
 def _cfg(**kwargs) -> dict:
-    return dict(mean=IMAGENET_MEAN, std=IMAGENET_STD, input_size=(3, 32, 32), interpolation="bilinear",
-                classifier="fc") | kwargs
+    return dict(mean=IMAGENET_MEAN, std=IMAGENET_STD, input_size=(3, 32, 32)) | kwargs
 
 
 class PadShortcut(nn.Module):

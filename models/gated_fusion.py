@@ -114,5 +114,5 @@ class GatedFusion(Network):
 def gated_fusion(**kwargs) -> GatedFusion:
     """ResNet-18 global branch + gated attention + shared local network on k instance crops, fused."""
     model = GatedFusion(**kwargs)
-    model.pretrained_cfg = _cfg(classifier="fusion_fc")
+    model.pretrained_cfg = _cfg()
     return model

@@ -35,6 +35,8 @@ class LwaResNet(ResNet):
             raise ValueError(f"head_dims must be two positive ints, got {head_dims!r}")
         if not 0.0 <= head_drop_rate < 1.0:
             raise ValueError(f"head_drop_rate must be in [0, 1), got {head_drop_rate}")
+        if kwargs.get("drop_rate"):
+            raise ValueError("lwa_resnet's dropout is in its dense head: set head_drop_rate, not drop_rate")
         if "attn_layer" in kwargs:
             raise ValueError("lwa_resnet places its own attention (lightweight, after layer 4)")
         self.head_dims = head_dims
@@ -61,7 +63,7 @@ class LwaResNet(ResNet):
 
 def _create(block, layers, **kwargs) -> LwaResNet:
     model = LwaResNet(block, layers, **kwargs)
-    model.pretrained_cfg = _cfg(classifier="classifier")
+    model.pretrained_cfg = _cfg()
     return model
 
 

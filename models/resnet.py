@@ -30,8 +30,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def _cfg(**kwargs) -> dict:
-    return dict(mean=IMAGENET_MEAN, std=IMAGENET_STD, input_size=(3, 224, 224), interpolation="bilinear",
-                classifier="fc") | kwargs
+    return dict(mean=IMAGENET_MEAN, std=IMAGENET_STD, input_size=(3, 224, 224)) | kwargs
 
 
 def conv3x3(in_planes: int, out_planes: int, stride: int = 1, groups: int = 1, dilation: int = 1) -> nn.Conv2d:

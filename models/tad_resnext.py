@@ -41,7 +41,6 @@ class DualPathBlock(nn.Module):
                  project: bool = False):
         super().__init__()
         self.res_chs = res_chs
-        self.project = project
         if project:
             # the first block of a stage re-projects both paths (new width, stride); the dense path starts at 2*inc
             self.downsample = nn.Sequential(conv1x1(in_chs, res_chs + 2 * inc, stride), nn.BatchNorm2d(res_chs + 2 * inc))

@@ -192,7 +192,7 @@ def test_gated_fusion_selects_peaks_and_crops_there():
     ("resnet20", dict(widths=(16, 32))), ("resnet20", dict(shortcut="C")),
     ("tad_resnext50", dict(dense_inc=(1, 2))), ("gated_fusion", dict(global_backbone="nope")),
     ("gated_fusion", dict(crop_scale=0.0)), ("gated_fusion", dict(num_instances=0)),
-    ("lwa_resnet18", dict(head_dims=(8,))), ("lwa_resnet18", dict(attn_layer="se")),
+    ("lwa_resnet18", dict(head_dims=(8,))), ("lwa_resnet18", dict(attn_layer="se")), ("lwa_resnet18", dict(drop_rate=0.5)),
     ("resnet18", dict(widht=(8, 16, 32, 64))), ("gated_fusion", dict(global_kwargs=dict(nope=1))),
 ])
 def test_bad_arguments_raise_value_error(name, kwargs):
