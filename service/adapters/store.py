@@ -10,11 +10,10 @@ from __future__ import annotations
 import abc
 import contextlib
 import logging
-import os
-import tempfile
 import threading
 from pathlib import Path
 
+from ..files import fsync_dir, write_atomic
 from .model import ADAPTER_ID, Adapter, decode, encode
 
 log = logging.getLogger("histoserve.adapters")
@@ -45,14 +44,6 @@ class AdapterStore(abc.ABC):
 
     @abc.abstractmethod
     def __len__(self) -> int: ...
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class FileAdapterStore(AdapterStore):
@@ -91,18 +82,7 @@ class FileAdapterStore(AdapterStore):
         payload = encode(adapter)
         self.dir.mkdir(parents=True, exist_ok=True)
         with self._lock:
-            fd, tmp = tempfile.mkstemp(prefix=f"{_TMP_PREFIX}{adapter.id}-", suffix=".npz", dir=self.dir)
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(payload)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, self.dir / f"{adapter.id}.npz")
-                _fsync_dir(self.dir)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-                raise
+            write_atomic(self.dir / f"{adapter.id}.npz", payload, tmp_prefix=f"{_TMP_PREFIX}{adapter.id}-")
             self._adapters[adapter.id] = adapter
 
     def get(self, adapter_id: str) -> Adapter | None:
@@ -119,5 +99,5 @@ class FileAdapterStore(AdapterStore):
             # The path is built from the stored adapter's own id, which the server generated.
             with contextlib.suppress(FileNotFoundError):
                 (self.dir / f"{adapter.id}.npz").unlink()
-            _fsync_dir(self.dir)
+            fsync_dir(self.dir)
             return True

@@ -20,13 +20,14 @@ import os
 import re
 import secrets
 import shutil
-import tempfile
 import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+
+from ..files import write_atomic
 
 log = logging.getLogger("histoserve.slides")
 
@@ -95,14 +96,6 @@ class JobStore(abc.ABC):
         return [r for r in records if r.status not in FINISHED and r.instance != instance]
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class FileJobStore(JobStore):
     def __init__(self, state_dir: Path):
         self.root = Path(state_dir) / "slides"
@@ -118,18 +111,7 @@ class FileJobStore(JobStore):
         directory.mkdir(parents=True, exist_ok=True)
         payload = json.dumps(asdict(record)).encode()
         with self._lock:
-            fd, tmp = tempfile.mkstemp(prefix=".tmp-job-", suffix=".json", dir=directory)
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(payload)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, directory / "job.json")
-                _fsync_dir(directory)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-                raise
+            write_atomic(directory / "job.json", payload, tmp_prefix=".tmp-job-")
 
     def load_all(self) -> list[JobRecord]:
         self.root.mkdir(parents=True, exist_ok=True)
