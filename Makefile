@@ -13,6 +13,9 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[cpu,train,dev]"
+# the WSInfer model-config schema for tests/training/test_wsinfer.py; --no-deps: only its schema file
+# is read, and its Hugging Face client would pull packages the project does not want
+	$(PY) -m pip install -q --no-deps "wsinfer-zoo==0.6.3"
 	touch $@
 
 install: $(VENV)/.installed

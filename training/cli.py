@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "training.cli",  # train, evaluate, baseline (below)
     "training.fewshot.cli",  # fewshot, fewshot-eval, fewshot-export
     "training.export_cli",  # export, verify, localise
+    "training.wsinfer",  # export-wsinfer (TorchScript + WSInfer config.json)
 )
 
 
