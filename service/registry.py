@@ -204,6 +204,16 @@ class ModelRegistry:
             raise WrongTask(f"{model.bundle.ref} has no embedding output", code="no_embedding")
         return model
 
+    def defaults(self) -> dict[str, str | None]:
+        """The bundles requests that name no model get, as name/version."""
+        out: dict[str, str | None] = {}
+        for kind, pick in (("classification", self.classifier), ("embedding", self.embedder)):
+            try:
+                out[kind] = pick(None).bundle.ref
+            except LookupFailed:
+                out[kind] = None
+        return out
+
     def _pick(self, ref: str | None, default: str | None, fits, kind: str) -> LoadedModel:
         if ref:
             return self.resolve(ref)

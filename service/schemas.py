@@ -118,6 +118,9 @@ class ModelWithVersions(ModelInfo):
 class ModelList(Answer):
     models: list[ModelInfo]
     refused: dict[str, str] = Field(description="bundle path -> why it was refused at start-up")
+    defaults: dict[str, str | None] = Field(
+        default_factory=dict, description="name/version that /classify ('classification') and /adapt ('embedding') "
+                                          "use when a request names no model; null when none is loaded")
 
 
 # --- adapters

@@ -13,7 +13,8 @@ router = APIRouter(prefix="/models", tags=["models"])
 @router.get("", response_model=ModelList)
 async def list_models(registry: RegistryDep) -> dict:
     """Every loaded bundle, and the bundles refused at start-up with the reason."""
-    return {"models": [m.describe() for m in registry.models.values()], "refused": registry.refused}
+    return {"models": [m.describe() for m in registry.models.values()], "refused": registry.refused,
+            "defaults": registry.defaults()}
 
 
 @router.get("/{name}", response_model=ModelWithVersions, responses=error_responses(404, 422))

@@ -105,7 +105,7 @@ async function busy(button, fn) {
 
 // ---------------------------------------------------------------- state: models and adapters
 
-const state = { models: [], adapters: [], slides: false };
+const state = { models: [], adapters: [], slides: false, defaults: {} };
 
 function fillModelSelect(select, { classifiers = true, embedders = false, adapters = true } = {}) {
   const previous = select.value;
@@ -140,6 +140,7 @@ function modelByRef(ref) {
 async function loadModels() {
   const body = await getJSON("/models");
   state.models = body.models;
+  state.defaults = body.defaults || {};
 }
 
 async function loadAdapters() {
@@ -151,10 +152,16 @@ async function loadAdapters() {
 function refreshSelects() {
   fillModelSelect($("#classify-model"));
   fillModelSelect($("#adapt-model"), { classifiers: false, embedders: true, adapters: false });
-  // The service's default embedding bundle first, if there is a pure embedding one.
-  const emb = state.models.find((m) => m.task === "embedding");
-  if (emb && !$("#adapt-model").dataset.touched) $("#adapt-model").value = `model:${emb.name}/${emb.version}`;
   if (state.slides) fillModelSelect($("#slide-model"));
+  // Preselect the models the service itself uses when a request names none (GET /models "defaults").
+  const pick = (select, ref) => {
+    if (ref && !select.dataset.touched && [...select.options].some((o) => o.value === `model:${ref}`)) {
+      select.value = `model:${ref}`;
+    }
+  };
+  pick($("#classify-model"), state.defaults.classification);
+  pick($("#adapt-model"), state.defaults.embedding);
+  if (state.slides) pick($("#slide-model"), state.defaults.classification);
 }
 
 async function checkService() {
@@ -617,7 +624,9 @@ async function start() {
   $("#classify-form").addEventListener("submit", onClassify);
   $("#adapt-form").addEventListener("submit", onAdapt);
   $("#adapt-add-class").addEventListener("click", () => addClassRow().querySelector(".class-name").focus());
-  $("#adapt-model").addEventListener("change", (e) => { e.target.dataset.touched = "1"; });
+  for (const id of ["#adapt-model", "#classify-model", "#slide-model"]) {
+    $(id)?.addEventListener("change", (e) => { e.target.dataset.touched = "1"; });
+  }
   $("#slides-form").addEventListener("submit", onSlide);
   $("#api-key").addEventListener("input", () => $(".apikey").classList.remove("needed"));
   // The key stays in this tab (sessionStorage), never in a URL or a cookie.

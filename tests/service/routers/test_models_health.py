@@ -130,3 +130,11 @@ def test_building_the_app_opens_nothing(tmp_path):
     with TestClient(app) as c:
         assert c.get("/models").json()["models"] == []
     assert (tmp_path / "s" / "adapters").is_dir()
+
+
+def test_models_names_the_defaults_requests_get(app_factory):
+    with TestClient(app_factory()) as client:
+        body = client.get("/models").json()
+    refs = {f"{m['name']}/{m['version']}": m["task"] for m in body["models"]}
+    assert refs[body["defaults"]["classification"]] == "classification"
+    assert refs[body["defaults"]["embedding"]] == "embedding"
