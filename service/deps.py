@@ -23,18 +23,20 @@ def get_metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
 
+def loaded_state(request: Request, name: str, what: str):
+    """`app.state.<name>`, set by the lifespan once loaded; 503 + Retry-After until then."""
+    value = getattr(request.app.state, name, None)
+    if value is None:
+        raise ServiceError(503, "not_ready", f"the {what} are still loading", headers={"Retry-After": "5"})
+    return value
+
+
 def get_registry(request: Request) -> ModelRegistry:
-    registry = getattr(request.app.state, "registry", None)
-    if registry is None:
-        raise ServiceError(503, "not_ready", "the models are still loading", headers={"Retry-After": "5"})
-    return registry
+    return loaded_state(request, "registry", "models")
 
 
 def get_adapters(request: Request) -> AdapterStore:
-    adapters = getattr(request.app.state, "adapters", None)
-    if adapters is None:
-        raise ServiceError(503, "not_ready", "the adapters are still loading", headers={"Retry-After": "5"})
-    return adapters
+    return loaded_state(request, "adapters", "adapters")
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

@@ -14,7 +14,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse, Response
 
-from ..deps import AdaptersDep, ApiKey, RegistryDep, SettingsDep, adapter_or_404
+from ..deps import AdaptersDep, ApiKey, RegistryDep, SettingsDep, adapter_or_404, loaded_state
 from ..errors import ServiceError
 from ..settings import MODEL_REF
 from ..slides import upload as uploads
@@ -27,10 +27,7 @@ _FORMATS = {"jpeg": ("jpeg", "image/jpeg"), "png": ("png", "image/png")}
 
 
 def get_slides(request: Request) -> SlideService:
-    slides = getattr(request.app.state, "slides", None)
-    if slides is None:
-        raise ServiceError(503, "not_ready", "the slide jobs are still loading", headers={"Retry-After": "5"})
-    return slides
+    return loaded_state(request, "slides", "slide jobs")
 
 
 SlidesDep = Annotated[SlideService, Depends(get_slides)]
