@@ -170,12 +170,13 @@ def _balanced_accuracy(pred: np.ndarray, truth: np.ndarray) -> float:
 
 
 def compare(bundle: Bundle, data_dir: Path, settings: Settings, out_store: Path, *, calibration_images: int,
-            eval_images: int, cam_images: int, seconds: float, samples) -> dict:
+            eval_images: int, cam_images: int, seconds: float, samples, tolerance: dict | None = None) -> dict:
     calib_items, eval_items, note = labelled_images(bundle, data_dir)
     calib_items, eval_items = _spread(calib_items, calibration_images), _spread(eval_items, eval_images)
     x, truth = _tensors(bundle, eval_items, settings), np.array([c for _, c in eval_items])
     try:
-        int8 = quantize_bundle(bundle, _tensors(bundle, calib_items, settings), out_store, note, evaluation=x)
+        int8 = quantize_bundle(bundle, _tensors(bundle, calib_items, settings), out_store, note, evaluation=x,
+                               tolerance=tolerance)
     except BundleError as e:  # outside its tolerance: not published, and said so
         return {"bundle": f"{bundle.name}_int8/{bundle.version}", "source": note, "refused": str(e),
                 "servable": False}

@@ -14,9 +14,12 @@ EBHI_CLASSES = ["adenocarcinoma", "high_grade_in", "low_grade_in", "normal", "po
 
 @pytest.fixture(scope="session")
 def tiny_store(tmp_path_factory) -> Path:
+    import torch
+
     import models
     from training.export import export_bundle
 
+    torch.manual_seed(0)  # the same random network on every run
     store = tmp_path_factory.mktemp("bench_store")
     model = models.create_model("cbam_resnet18", num_classes=len(EBHI_CLASSES), widths=(8, 16, 32, 64))
     export_bundle(model, store, "tiny_cbam", classes=EBHI_CLASSES, input_size=(64, 64))
