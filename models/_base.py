@@ -30,6 +30,11 @@ class Network(nn.Module):
         """(B, D) vector for prototypes: the spatial mean of the last feature map."""
         return global_avg(self.features(x))
 
+    def get_classifier(self) -> nn.Linear:
+        """The linear layer of a head that is pool -> (dropout) -> linear, as timm names it; a head that
+        is more than that (a dense stack, fused branches) has none to give."""
+        raise NotImplementedError(f"{type(self).__name__}: its head is not a single linear layer on pooled features")
+
     def forward_aux(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Logits plus what special losses need; nothing extra by default."""
         return self.forward(x), {}

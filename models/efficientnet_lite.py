@@ -223,6 +223,11 @@ class EfficientNetLite(Network):
             x = F.dropout(x, p=self.drop_rate, training=self.training)
         return self._fc(x)
 
+    def get_classifier(self) -> nn.Linear:
+        if self.head_dims:
+            return super().get_classifier()  # the dense head is not a linear probe
+        return self._fc
+
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled last feature map; with embed_stages, the L2-normalised pooled maps of those stages
         and of the last feature map, concatenated (mid-level texture transfers across organs better

@@ -206,6 +206,9 @@ class ResNet(Network):
             x = F.dropout(x, p=self.drop_rate, training=self.training)
         return self.fc(x)
 
+    def get_classifier(self) -> nn.Linear:
+        return self.fc
+
 
 def _create_resnet(block, layers, cfg: dict | None = None, **kwargs) -> ResNet:
     model = ResNet(block, layers, **kwargs)

@@ -57,6 +57,8 @@ class TrainConfig:
     warmup_epochs: int = 1  # linear warmup from lr/10
     grad_clip: float = 0.0  # max gradient norm; 0 turns clipping off
     freeze_bn: bool = False  # BatchNorm in eval mode while training (small batches per rank; equivalence checks)
+    linear_probe: bool = False  # first fit the classifier to the frozen features (LP-FT); epochs may be 0
+    freeze_pretrained: bool = False  # train only what --init lacks (classifier, attention); BatchNorm frozen too
     # -- loss --
     loss: str = "ce"  # classification term: ce or focal
     focal_gamma: float = 2.0  # focal loss gamma (the DPN/TAD paper: 2)

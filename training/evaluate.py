@@ -91,7 +91,7 @@ def evaluate_run(run_dir, data=None, mask_root=None, baseline: bool | None = Non
         "train_majority_class_test_accuracy": float(np.mean(test_y == int(train_counts.argmax()))),
         "test": test,
         "val": val,
-        "training": {"epochs_run": len(history), "seconds": ckpt.get("train_seconds"),
+        "training": {"epochs_run": sum(r["epoch"] > 0 for r in history), "seconds": ckpt.get("train_seconds"),
                      "train_images_per_s_mean": float(np.mean(rates)) if rates else None,
                      "precision": "bfloat16 autocast" if cfg.cpu_bf16 else "float32",
                      "channels_last": cfg.channels_last, "ema_decay": cfg.ema_decay},

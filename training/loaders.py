@@ -20,6 +20,12 @@ def class_counts(samples: list[Sample], n_classes: int) -> np.ndarray:
     return np.bincount([s.label for s in samples], minlength=n_classes)
 
 
+def eval_loader(cfg: TrainConfig, samples: list[Sample], cache: ImageCache) -> torch.utils.data.DataLoader:
+    """Images as evaluation sees them (no augmentation), in order."""
+    ds = HistoDataset(samples, cfg.image_size, eval_transform(cfg.mean, cfg.std), cache=cache)
+    return torch.utils.data.DataLoader(ds, cfg.batch_size, shuffle=False, num_workers=cfg.num_workers)
+
+
 def make_loaders(cfg: TrainConfig, split: Split, with_masks: bool, world: World | None = None):
     """Training and validation loaders; on several ranks each gets its shard of every epoch and
     batch_size / world size images per step, so that batch_size stays the global batch."""
@@ -28,7 +34,6 @@ def make_loaders(cfg: TrainConfig, split: Split, with_masks: bool, world: World 
     ttf = train_transform(cfg.image_size, cfg.mean, cfg.std, cfg.crop_scale, cfg.color_jitter, cfg.stain_jitter,
                           cfg.augment, cfg.blur)
     train_ds = HistoDataset(split.train, cfg.image_size, ttf, with_masks=with_masks, cache=cache)
-    val_ds = HistoDataset(split.val, cfg.image_size, eval_transform(cfg.mean, cfg.std), cache=cache)
     gen = torch.Generator().manual_seed(cfg.seed)
     sampler = None
     batch_size = cfg.batch_size
@@ -47,5 +52,5 @@ def make_loaders(cfg: TrainConfig, split: Split, with_masks: bool, world: World 
     kw = dict(num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0)
     train_loader = torch.utils.data.DataLoader(train_ds, batch_size, shuffle=sampler is None, sampler=sampler,
                                                generator=gen, drop_last=len(train_ds) > cfg.batch_size, **kw)
-    val_loader = torch.utils.data.DataLoader(val_ds, cfg.batch_size, shuffle=False, **kw)
+    val_loader = eval_loader(cfg, split.val, cache)
     return train_loader, val_loader, cache

