@@ -110,6 +110,37 @@ def preprocess(img: Image.Image, pre: Preprocessing, out: np.ndarray | None = No
     return out
 
 
+def rescale_to_model(img: Image.Image, mpp: float, um_per_px: tuple[float, float], input_size: tuple[int, int],
+                     interpolation: str, *, max_pixels: int, filename: str = "upload") -> tuple[Image.Image, dict]:
+    """An image taken at `mpp` um/px -> the centred network input at the model's pixel size, and what was done.
+
+    The image is resized, with the manifest's interpolation, to `um_per_px` (x, y), the physical size of
+    one network-input pixel, so that cells have the size the model learned: w * mpp / x by h * mpp / y
+    pixels. The network input (H, W) is then cut from its centre, as a slide tile covers the model's field
+    of view and no more. A client gets the same input by doing both steps itself and sending the result
+    without `mpp`. Refused (422): a rescaled image smaller than the input (padding would show the model
+    glass it never saw, stretching would undo the rescaling), or one larger than `max_pixels`.
+    """
+    (ux, uy), (in_h, in_w) = um_per_px, input_size
+    w, h = img.size
+    new_w, new_h = max(1, round(w * mpp / ux)), max(1, round(h * mpp / uy))
+    at = f"{filename}: {w}x{h} px at {mpp:g} um/px is {new_w}x{new_h} px at the model's {ux:.4g} x {uy:.4g} um/px"
+    if new_w < in_w or new_h < in_h:
+        raise ImageError(422, "image_too_small_at_mpp",
+                         f"{at}, smaller than its {in_w}x{in_h} input; send a larger field of view (at least "
+                         f"{in_w * ux:.4g} x {in_h * uy:.4g} um)")
+    if new_w * new_h > max_pixels:
+        raise ImageError(422, "image_too_large_at_mpp",
+                         f"{at}, more than the limit of {max_pixels} pixels; crop the image around the region "
+                         "to classify")
+    if (new_w, new_h) != (w, h):
+        img = img.resize((new_w, new_h), _RESAMPLE[interpolation])
+    left, top = (new_w - in_w) // 2, (new_h - in_h) // 2
+    if (in_w, in_h) != (new_w, new_h):
+        img = img.crop((left, top, left + in_w, top + in_h))
+    return img, {"from_mpp": mpp, "to_um": [ux, uy], "size": [new_w, new_h], "crop": [left, top, in_w, in_h]}
+
+
 def _affine(pre: Preprocessing) -> tuple[np.ndarray, np.ndarray]:
     std = np.asarray(pre.std, dtype=np.float32)
     return np.float32(pre.scale) / std, -np.asarray(pre.mean, dtype=np.float32) / std

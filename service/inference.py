@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+from dataclasses import dataclass
 
 import numpy as np
 from fastapi import UploadFile
@@ -17,8 +18,9 @@ from .adapters import Adapter
 from .adapters.heads import embedding_part, feature_gradient
 from .adapters.heads import gradcam as head_gradcam
 from .errors import ServiceError
-from .imaging import decode_image, encode_png, preprocess
+from .imaging import decode_image, encode_png, preprocess, rescale_to_model
 from .registry import LoadedModel, ModelRegistry
+from .slides.resolution import model_resolution
 
 
 async def read_image(upload: UploadFile, max_pixels: int) -> Image.Image:
@@ -41,6 +43,73 @@ async def prepare(model: LoadedModel, uploads: list[UploadFile], max_pixels: int
 async def tensors(model: LoadedModel, images: list[Image.Image]) -> list[np.ndarray]:
     pre = model.bundle.preprocessing
     return await asyncio.to_thread(lambda: [preprocess(img, pre) for img in images])
+
+
+# --- images sent with their pixel size (`mpp`), rescaled to the model's
+
+
+@dataclass(frozen=True)
+class Rescale:
+    """Uploads taken at `mpp` um/px, to be resampled to the model's um per network-input pixel (x, y)."""
+
+    mpp: float
+    um_per_px: tuple[float, float]
+    input_size: tuple[int, int]  # (H, W) cut from the centre of the rescaled image
+    interpolation: str
+    max_pixels: int
+    estimated: bool
+    source: str
+
+    def apply(self, img: Image.Image, filename: str) -> tuple[Image.Image, dict]:
+        out, done = rescale_to_model(img, self.mpp, self.um_per_px, self.input_size, self.interpolation,
+                                     max_pixels=self.max_pixels, filename=filename)
+        return out, {**done, "estimated": self.estimated, "source": self.source}
+
+
+def rescale_for(model: LoadedModel, mpp: float | None, *, fallback_mpp: float | None,
+                max_pixels: int) -> Rescale | None:
+    """How to honour a request's `mpp` on this bundle (None without one); the model's pixel size is the one
+    slide tiling uses (manifest `pixel_size_um`, else a dataset estimate, else HISTOSERVE_SLIDE_MODEL_MPP)."""
+    if mpp is None:
+        return None
+    bundle = model.bundle
+    resolution = model_resolution(bundle.manifest, tuple(bundle.input_size), fallback_mpp)
+    if resolution is None:
+        raise ServiceError(422, "model_resolution_unknown",
+                           f"{bundle.ref} states no physical pixel size (manifest pixel_size_um) and the service has "
+                           "no estimate for it, so an image's `mpp` cannot be matched to it; send the image at the "
+                           "model's scale without `mpp`, or set HISTOSERVE_SLIDE_MODEL_MPP")
+    height, width = bundle.preprocessing.resize
+    return Rescale(mpp, (resolution.width_um / bundle.input_size[1], resolution.height_um / bundle.input_size[0]),
+                   (height, width), bundle.preprocessing.interpolation, max_pixels, resolution.estimated,
+                   resolution.source)
+
+
+async def prepare_rescaled(model: LoadedModel, uploads: list[UploadFile], max_pixels: int,
+                           rescale: Rescale) -> tuple[list[np.ndarray], list[dict]]:
+    """`prepare` for uploads sent with `mpp`: decode, rescale to the model's pixel size, cut, preprocess."""
+    blobs = [(await u.read(), u.filename or "upload") for u in uploads]
+    pre = model.bundle.preprocessing
+
+    def work() -> tuple[list[np.ndarray], list[dict]]:
+        tensors, done = [], []
+        for data, name in blobs:
+            img, info = rescale.apply(decode_image(data, max_pixels=max_pixels, filename=name), name)
+            tensors.append(preprocess(img, pre))
+            done.append(info)
+        return tensors, done
+
+    return await asyncio.to_thread(work)
+
+
+async def rescale_images(images: list[Image.Image], names: list[str],
+                         rescale: Rescale) -> tuple[list[Image.Image], list[dict]]:
+    """Decoded images sent with `mpp` -> the model's pixel size, cut to its input; one note per image."""
+    def work() -> tuple[list[Image.Image], list[dict]]:
+        pairs = [rescale.apply(img, name) for img, name in zip(images, names, strict=True)]
+        return [p[0] for p in pairs], [p[1] for p in pairs]
+
+    return await asyncio.to_thread(work)
 
 
 def _result(probabilities: np.ndarray, classes: list[str], top_k: int) -> dict:

@@ -39,7 +39,27 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: {"model": ErrorResponse} for status in statuses}
 
 
+def _absent(value: Any) -> bool:
+    return value is None
+
+
+# Optional fields a route adds only in some answers: documented here, left out of the JSON when not given
+# (rather than sent as null), so that answers without them stay as they were.
+OMITTED = {"default": None, "exclude_if": _absent}
+
+
 # --- classification
+
+
+class Rescaled(Answer):
+    """What a request's `mpp` did to one image before the usual preprocessing."""
+
+    from_mpp: float = Field(description="um per pixel of the upload, as the request gave it")
+    to_um: list[float] = Field(description="[x, y] um per network-input pixel of the model")
+    size: list[int] = Field(description="[width, height] of the upload resized to the model's pixel size")
+    crop: list[int] = Field(description="[left, top, width, height] of the network input cut from its centre")
+    estimated: bool = Field(description="whether the model's pixel size is an estimate")
+    source: str = Field(description="where the model's pixel size comes from")
 
 
 class ClassProbability(Answer):
@@ -52,6 +72,7 @@ class ImageResult(Answer):
     label: str = Field(description="the most probable class")
     score: float = Field(description="its probability")
     top_k: list[ClassProbability] = Field(description="the most probable classes, best first")
+    rescaled: Rescaled | None = Field(**OMITTED, description="only with `mpp`: how the image was rescaled")
 
 
 class AdapterRef(Answer):
@@ -140,6 +161,15 @@ class AdapterInfo(Answer):
     head: str | None = Field(None, description="how it classifies (prototype: nearest class mean)")
 
 
+class SupportRescaled(Rescaled):
+    filename: str | None = Field(description="the support image's file name")
+
+
+class AdaptResponse(AdapterInfo):
+    rescaled: list[SupportRescaled] | None = Field(
+        **OMITTED, description="only with `mpp`: how each support image was rescaled, in upload order")
+
+
 class AdapterList(Answer):
     adapters: list[AdapterInfo]
 
@@ -160,3 +190,101 @@ class Readiness(Answer):
     ready: bool
     models: list[str]
     refused: dict[str, str]
+
+
+# --- slides (routers/slides.py answers these with response_model_exclude_unset: each answer holds exactly the
+# keys the job record gives, so optional fields below are documented without being added as nulls)
+
+
+class SlideSpacing(Answer):
+    width: int | None = Field(None, description="level-0 width in pixels")
+    height: int | None = Field(None, description="level-0 height in pixels")
+    mpp_x: float | None = Field(None, description="um per level-0 pixel in x")
+    mpp_y: float | None = Field(None, description="um per level-0 pixel in y")
+    mpp_source: str | None = Field(None, description="where the spacing comes from: the slide's metadata or the request")
+    levels: int | None = Field(None, description="pyramid levels (in the summary)")
+    format: str | None = Field(None, description="the format OpenSlide recognised (in the summary)")
+
+
+class SlideProgress(Answer):
+    done: int | None = Field(None, description="tiles classified so far")
+    total: int | None = Field(None, description="tissue tiles to classify; null until the grid is known")
+
+
+class SlideJobError(Answer):
+    code: str | None = Field(None, description="a short stable word, as in error answers")
+    message: str | None = Field(None, description="why the job failed")
+
+
+class SlideModelResolution(Answer):
+    tile_width_um: float | None = Field(None, description="what one network input covers on the glass, in x")
+    tile_height_um: float | None = Field(None, description="and in y")
+    estimated: bool | None = Field(None, description="whether the model's pixel size is an estimate")
+    source: str | None = Field(None, description="where the model's pixel size comes from")
+
+
+class SlideTiling(Answer):
+    tile_width_px: int | None = Field(None, description="level-0 pixels per tile in x")
+    tile_height_px: int | None = Field(None, description="level-0 pixels per tile in y")
+    level: int | None = Field(None, description="the pyramid level read")
+    read_width_px: int | None = Field(None, description="pixels read at that level per tile, in x")
+    read_height_px: int | None = Field(None, description="and in y")
+    grid: list[int] | None = Field(None, description="[columns, rows] of the full tile grid")
+    tiles: int | None = Field(None, description="tiles kept (enough tissue)")
+
+
+class SlideAnswer(Answer):
+    label: str | None = Field(None, description="the class with the largest share of the classified tissue")
+    fraction: float | None = Field(None, description="its share")
+    fractions: dict[str, float] | None = Field(None, description="every class's share")
+    rule: str | None = Field(None, description="how the answer was reached (not a diagnosis)")
+
+
+class SlideSummary(Answer):
+    slide: SlideSpacing | None = None
+    model: str | None = Field(None, description="name/version, or the adapter and its bundle")
+    model_resolution: SlideModelResolution | None = Field(
+        None, description="null when the job gave tile_size for a model without a pixel size")
+    tiling: SlideTiling | None = None
+    tissue_area_mm2: float | None = None
+    tiles_classified: int | None = None
+    class_fractions: dict[str, float] | None = Field(None, description="share of the classified tissue per class")
+    answer: SlideAnswer | None = None
+    seconds: float | None = None
+    tiles_per_second: float | None = None
+
+
+class SlideJob(Answer):
+    id: str
+    status: str = Field(description="queued, running, done, failed or cancelled")
+    model: str | None = Field(description="name/version of the bundle that classifies the tiles")
+    adapter: str | None = Field(description="the adapter id, when one classifies")
+    source: str = Field(description="upload or path")
+    path: str | None = Field(description="relative to HISTOSERVE_SLIDE_ROOT, for a path job")
+    mpp: float | None = Field(description="the request's mpp, overriding the slide's")
+    tile_size: int | None
+    level: int | None
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    progress: SlideProgress
+    error: SlideJobError | None = Field(description="why, once failed")
+    summary: SlideSummary | None = Field(description="once done")
+    slide: SlideSpacing | None = Field(description="size and pixel spacing, from the upload check on")
+    instance: str = Field(description="the service instance that runs (or ran) it")
+
+
+class SlideFile(Answer):
+    path: str = Field(description="relative to HISTOSERVE_SLIDE_ROOT, for POST /slides `path`")
+    bytes: int
+
+
+class SlideFileList(Answer):
+    files: list[SlideFile]
+
+
+class SlideDeleted(Answer):
+    id: str
+    status: str = Field(description="the job's status after the call")
+    cancelled: bool | None = Field(None, description="true when a queued or running job was cancelled")
+    deleted: bool | None = Field(None, description="true when a finished job and its files were deleted")

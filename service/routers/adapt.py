@@ -20,12 +20,12 @@ from ..deps import (
     check_support,
 )
 from ..errors import ServiceError
-from ..schemas import AdapterInfo, AdapterList, Deleted, error_responses
+from ..schemas import AdapterInfo, AdapterList, AdaptResponse, Deleted, error_responses
 
 router = APIRouter(tags=["adapters"])
 
 
-@router.post("/adapt", status_code=201, dependencies=[ApiKey, Multipart], response_model=AdapterInfo,
+@router.post("/adapt", status_code=201, dependencies=[ApiKey, Multipart], response_model=AdaptResponse,
              responses=error_responses(401, 404, 413, 415, 422, 503))
 async def adapt(
     registry: RegistryDep, adapters: AdaptersDep, settings: SettingsDep, metrics: MetricsDep,
@@ -37,6 +37,9 @@ async def adapt(
         description="auto: the head with the best leave-one-out accuracy on the support set")] = "auto",
     augment: Annotated[Literal["none", "dihedral"] | None, Form(
         description="dihedral: also embed each image's 7 rotations/flips; default HISTOSERVE_ADAPTER_AUGMENT")] = None,
+    mpp: Annotated[float | None, Form(ge=0.01, le=100, allow_inf_nan=False, description=(
+        "microns per pixel of every support image (both axes): each is resized to the embedding bundle's pixel "
+        "size and its input cut from the centre, as /classify does with `mpp`"))] = None,
 ) -> dict:
     """Build a few-shot adapter from a labelled support set; the answer says which head it chose and why."""
     labels = check_support(labels, len(files), name, max_classes=settings.adapter_max_classes,
@@ -47,7 +50,12 @@ async def adapt(
                            f"{len(adapters)} adapters are stored, the limit; delete some first")
     loaded = registry.embedder(model)
     augment = augment or settings.adapter_augment
+    rescale = inference.rescale_for(loaded, mpp, fallback_mpp=settings.slide_model_mpp,
+                                    max_pixels=settings.max_image_pixels)
     images = await inference.read_images(files, settings.max_image_pixels)
+    rescaled = None
+    if rescale is not None:
+        images, rescaled = await inference.rescale_images(images, [f.filename or "upload" for f in files], rescale)
     embeddings, groups = await inference.embed_support(loaded, images, settings.max_files, augment)
     rows = [labels[g] for g in groups]
     # fitting and leave-one-out are numpy work: off the event loop
@@ -58,6 +66,9 @@ async def adapt(
         bundle_sha256=inference.model_sha256(loaded.bundle), head=head)
     await asyncio.to_thread(adapters.save, adapter)
     metrics.adapters.set(len(adapters))
+    if rescaled is not None:  # only with mpp: what was done to each support image, in upload order
+        return {**adapter.meta(), "rescaled": [{"filename": f.filename, **note}
+                                               for f, note in zip(files, rescaled, strict=True)]}
     return adapter.meta()
 
 

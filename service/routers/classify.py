@@ -20,6 +20,9 @@ from ..schemas import ClassifyResponse, error_responses
 
 router = APIRouter(tags=["classify"])
 
+MPP_HELP = ("microns per pixel of the uploaded images (both axes): they are resized to the model's pixel size "
+            "and the model's input is cut from their centre; without it, images are resized to the input as sent")
+
 
 @router.post("/classify", dependencies=[Multipart], response_model=ClassifyResponse,
              responses=error_responses(404, 413, 415, 422, 503))
@@ -29,6 +32,7 @@ async def classify(
     model: Annotated[str | None, Form(description="name or name/version; the default model otherwise")] = None,
     top_k: Annotated[int, Form(ge=1, le=1000, description="classes listed per image")] = 5,
     adapter: Annotated[str | None, Form(description="adapter id from POST /adapt")] = None,
+    mpp: Annotated[float | None, Form(ge=0.01, le=100, allow_inf_nan=False, description=MPP_HELP)] = None,
 ) -> dict:
     """Classify one or more images."""
     check_file_count(len(files), settings.max_files)
@@ -39,12 +43,19 @@ async def classify(
             raise ServiceError(422, "model_mismatch", f"adapter {adapter} was built on {loaded.bundle.ref}, not {model}")
     else:
         chosen, loaded = None, registry.classifier(model)
-    x = await inference.prepare(loaded, files, settings.max_image_pixels)
+    rescale = inference.rescale_for(loaded, mpp, fallback_mpp=settings.slide_model_mpp,
+                                    max_pixels=settings.max_image_pixels)
+    if rescale is None:
+        x, rescaled = await inference.prepare(loaded, files, settings.max_image_pixels), None
+    else:
+        x, rescaled = await inference.prepare_rescaled(loaded, files, settings.max_image_pixels, rescale)
     if chosen is None:
         results = await inference.classify(loaded, x, top_k)
     else:
         results = await inference.classify_with_adapter(loaded, chosen, x, top_k)
     metrics.images_classified.labels(model=loaded.bundle.name, version=str(loaded.bundle.version)).inc(len(x))
+    answers = [{"filename": f.filename, **r} for f, r in zip(files, results, strict=True)]
+    for answer, note in zip(answers, rescaled or (), strict=False):  # only with mpp: what was done to the image
+        answer["rescaled"] = note
     return {"model": loaded.bundle.name, "version": loaded.bundle.version,
-            "adapter": {"id": chosen.id, "name": chosen.name} if chosen else None,
-            "results": [{"filename": f.filename, **r} for f, r in zip(files, results, strict=True)]}
+            "adapter": {"id": chosen.id, "name": chosen.name} if chosen else None, "results": answers}
