@@ -13,9 +13,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse, Response
+from PIL import Image
 
 from ..deps import AdaptersDep, ApiKey, RegistryDep, SettingsDep, adapter_or_404, loaded_state
 from ..errors import ServiceError
+from ..schemas import SlideDeleted, SlideFileList, SlideJob
 from ..settings import MODEL_REF
 from ..slides import upload as uploads
 from ..slides.jobs import JobManager, JobRecord
@@ -46,7 +48,8 @@ def _number(fields: dict[str, str], name: str, kind, low: float, high: float):
     return value
 
 
-@router.post("", status_code=202, dependencies=[ApiKey])
+@router.post("", status_code=202, dependencies=[ApiKey], response_model=SlideJob,
+             response_model_exclude_unset=True)
 async def submit_slide(request: Request, slides: SlidesDep, registry: RegistryDep, adapters: AdaptersDep,
                        settings: SettingsDep) -> dict:
     """Start a slide job from an uploaded `file` or a `path` under HISTOSERVE_SLIDE_ROOT."""
@@ -93,19 +96,20 @@ async def submit_slide(request: Request, slides: SlidesDep, registry: RegistryDe
     return record.public()
 
 
-@router.get("/files")
+@router.get("/files", response_model=SlideFileList, response_model_exclude_unset=True)
 async def list_slide_files(slides: SlidesDep) -> dict:
     """The slides under HISTOSERVE_SLIDE_ROOT, for clients that pick one instead of uploading."""
     return {"files": await asyncio.to_thread(slides.list_files)}
 
 
-@router.get("/{job_id}")
+@router.get("/{job_id}", response_model=SlideJob, response_model_exclude_unset=True)
 async def get_slide_job(job_id: str, slides: SlidesDep) -> dict:
     """A job's status and progress; its summary once done, its error once failed."""
     return slides.record_or_404(job_id).public()
 
 
-@router.delete("/{job_id}", dependencies=[ApiKey])
+@router.delete("/{job_id}", dependencies=[ApiKey], response_model=SlideDeleted,
+                response_model_exclude_unset=True)
 async def delete_slide_job(job_id: str, slides: SlidesDep) -> dict:
     """Cancel a queued or running job; delete a finished one with its files."""
     record = slides.record_or_404(job_id)
@@ -166,7 +170,9 @@ async def _tile(slides: SlideService, job_id: str, kind: str, level: int, name: 
         except Exception as e:  # OpenSlide read errors on a damaged slide
             raise ServiceError(422, "unreadable_slide", f"cannot read that tile: {e}") from e
         buf = io.BytesIO()
-        if fmt == "jpeg":
+        if fmt == "jpeg":  # no alpha in JPEG: a transparent overlay tile goes on white, as the library's did
+            if tile.mode == "RGBA":
+                tile = Image.alpha_composite(Image.new("RGBA", tile.size, (255, 255, 255, 255)), tile)
             tile.convert("RGB").save(buf, format="JPEG", quality=80)
         else:
             tile.save(buf, format="PNG")

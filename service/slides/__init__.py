@@ -9,5 +9,6 @@ outputs.py    GeoJSON (QuPath), CSV, heatmap, slide-level summary
 jobs.py       job records, their store (files; Redis later) and the manager that runs them
 upload.py     streaming multipart upload straight to disk
 service.py    the app's slide side (app.state.slides)
+deepzoom.py   Deep Zoom tiles of the heatmap overlay with their transparency kept
 __main__.py   `python -m service.slides SLIDE... --model NAME --out DIR`
 """

@@ -198,6 +198,8 @@ class SlideService:
         from openslide import ImageSlide
         from openslide.deepzoom import DeepZoomGenerator
 
+        from .deepzoom import TransparentDeepZoom
+
         key = (record.id, kind)
         with self._zoom_lock:
             if key in self._zooms:
@@ -221,7 +223,7 @@ class SlideService:
             overlay = outputs.heatmap_rgba(size, tiles["slide_size"], tiles["coords"], tiles["size"],
                                            tiles["probabilities"], None)
             slide = None
-            generator = DeepZoomGenerator(ImageSlide(overlay), tile_size=254, overlap=1, limit_bounds=False)
+            generator = TransparentDeepZoom(ImageSlide(overlay), tile_size=254, overlap=1, limit_bounds=False)
         with self._zoom_lock:
             self._zooms[key] = (slide, generator)
             while len(self._zooms) > _DEEPZOOM_CACHE:

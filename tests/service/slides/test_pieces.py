@@ -76,3 +76,31 @@ def test_cli_writes_the_same_results(ebhi_slide, tmp_path, capsys, monkeypatch):
     assert Image.open(out / "heatmap.png").size == Image.open(out / "thumbnail.png").size
     err = capsys.readouterr().err
     assert "broken.svs: failed" in err and "5/5 tiles" in err
+
+
+def test_heatmap_deep_zoom_tiles_keep_their_transparency():
+    openslide = pytest.importorskip("openslide")
+    from openslide.deepzoom import DeepZoomGenerator
+
+    from service.slides.deepzoom import TransparentDeepZoom
+
+    overlay = np.zeros((300, 600, 4), dtype=np.uint8)
+    overlay[100:200, 100:300] = (230, 25, 75, 180)  # one scored region on nothing
+    image = Image.fromarray(overlay, mode="RGBA")
+    ours = TransparentDeepZoom(openslide.ImageSlide(image), tile_size=254, overlap=1, limit_bounds=False)
+    library = DeepZoomGenerator(openslide.ImageSlide(image), tile_size=254, overlap=1, limit_bounds=False)
+    assert ours.get_dzi("png") == library.get_dzi("png") and ours.level_tiles == library.level_tiles
+    top = ours.level_count - 1
+    tile = ours.get_tile(top, (0, 0))
+    assert tile.mode == "RGBA" and tile.size == library.get_tile(top, (0, 0)).size
+    alpha = np.asarray(tile)[..., 3]
+    assert alpha[20, 20] == 0 and alpha[150, 150] == 180
+    assert tuple(np.asarray(tile)[150, 150, :3]) == (230, 25, 75)
+    # the library's own tile is opaque white there: what the viewer's opacity slider used to fade to
+    assert tuple(np.asarray(library.get_tile(top, (0, 0)).convert("RGBA"))[20, 20]) == (255, 255, 255, 255)
+    # a tile beside the scored region is wholly transparent; a downsampled level keeps both
+    assert np.asarray(ours.get_tile(top, (2, 0)))[..., 3].max() == 0
+    small = np.asarray(ours.get_tile(top - 2, (0, 0)))[..., 3]  # 150 x 75, one tile
+    assert small[5, 5] == 0 and small[37, 50] > 0
+    with pytest.raises(ValueError):
+        ours.get_tile(top, (9, 9))

@@ -196,6 +196,52 @@ def test_heatmap_thumbnail_and_deep_zoom(client, ebhi_job):
     assert client.get(f"{base}/heatmap_files/0/0_0.png").status_code == 200
 
 
+def test_heatmap_overlay_tiles_are_transparent_off_tissue(client, ebhi_job, ebhi_slide):
+    base = f"/slides/{ebhi_job['id']}"
+    size = ET.fromstring(client.get(f"{base}/heatmap.dzi").content).find(
+        "{http://schemas.microsoft.com/deepzoom/2008}Size")
+    width, height = int(size.get("Width")), int(size.get("Height"))
+    top = int(np.ceil(np.log2(max(width, height))))
+    r = client.get(f"{base}/heatmap_files/{top}/0_0.png")
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    tile = Image.open(io.BytesIO(r.content))
+    assert tile.mode == "RGBA"
+    alpha = np.asarray(tile)[..., 3]
+
+    def at(col: int, row: int) -> int:  # the centre of a 224-px grid cell, in overlay pixels
+        return int(alpha[int((row + 0.5) * 224 * height / 1344), int((col + 0.5) * 224 * width / 2240)])
+
+    assert at(0, 0) == 0 and at(0, 1) == 0  # glass: the slide shows through
+    scored = [cell for cell in ebhi_slide["cells"] if (cell[0] + 1) * 224 * width / 2240 < tile.size[0]
+              and (cell[1] + 1) * 224 * height / 1344 < tile.size[1]]
+    assert scored and all(at(*cell) > 0 for cell in scored)
+    # JPEG has no alpha: the same tile asked as .jpeg is on white
+    jpeg = Image.open(io.BytesIO(client.get(f"{base}/heatmap_files/{top}/0_0.jpeg").content))
+    assert jpeg.format == "JPEG" and min(jpeg.getpixel((int(112 * width / 2240), int(112 * height / 1344)))) > 240
+
+
+def test_slide_routes_document_their_answers(slide_root, tmp_path):
+    schema = create_app(Settings(model_store=MODEL_STORE, state_dir=tmp_path, slide_root=slide_root)).openapi()
+    json_routes = {("/slides", "post", "202"), ("/slides/files", "get", "200"),
+                   ("/slides/{job_id}", "get", "200"), ("/slides/{job_id}", "delete", "200")}
+    for path, method, status in json_routes:
+        content = schema["paths"][path][method]["responses"][status]["content"]["application/json"]
+        name = content["schema"]["$ref"].rsplit("/", 1)[-1]
+        assert schema["components"]["schemas"][name]["properties"], (path, method, name)
+    job = schema["components"]["schemas"]["SlideJob"]["properties"]
+    assert {"id", "status", "progress", "summary", "error", "slide"} <= set(job)
+
+
+def test_slide_answers_are_the_job_records_unchanged(client, ebhi_job):
+    # the response models document the answers; they add, drop and convert nothing
+    slides = client.app.state.slides
+    for record in slides.jobs.jobs.values():
+        answer = client.get(f"/slides/{record.id}").json()
+        assert answer == json.loads(json.dumps(record.public())), record.id
+    assert "summary" in client.get(f"/slides/{ebhi_job['id']}").json()
+    assert client.get("/slides/files").json() == {"files": slides.list_files()}
+
+
 def test_finer_slide_is_read_two_levels_up(client, ebhi_slide_fine):
     record = run_job(client, file=ebhi_slide_fine["path"].read_bytes(), model=EBHI)
     assert record["status"] == "done", record
