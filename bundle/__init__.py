@@ -2,7 +2,8 @@
 
 Torch-free and service-free (lint-imports keeps it so). `manifest` is the typed manifest and the
 tasks; `layout` the directory layout and hashing; `validate` the one validation both sides call;
-`publish` staging and atomic publication; `datasets` the data rules both sides share.
+`publish` staging and atomic publication; `datasets` the data rules both sides share; `ood` the
+out-of-distribution score and its calibration.
 docs/contracts.md section 2 describes it in prose.
 """
 from .errors import BundleError
@@ -27,6 +28,7 @@ from .manifest import (
     Embedding,
     Graph,
     Manifest,
+    OutOfDistribution,
     PixelSize,
     Preprocessing,
     Quantization,
@@ -48,7 +50,7 @@ from .validate import (
 __all__ = [
     "CLASSIFY_FILE", "DISTANCES", "FORMAT_VERSION", "GRADCAM_FILE", "INTERPOLATIONS", "MANIFEST", "NAME_RE",
     "ORT_DTYPES", "SUPPORTED_FORMATS", "TASKS", "VERSION_RE", "BundleError", "Embedding", "Graph", "Manifest",
-    "PixelSize", "Preprocessing", "Quantization", "Task", "TensorSpec", "Tolerance", "ValidBundle", "bundle_dir",
-    "candidate_dirs", "check_io", "hash_files", "next_version", "parse_manifest", "portable", "publish", "read_manifest",
+    "OutOfDistribution", "PixelSize", "Preprocessing", "Quantization", "Task", "TensorSpec", "Tolerance",
+    "ValidBundle", "bundle_dir", "candidate_dirs", "check_io", "hash_files", "next_version", "parse_manifest", "portable", "publish", "read_manifest",
     "sha256_file", "signature", "staging", "validate_bundle", "write_manifest",
 ]

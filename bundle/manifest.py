@@ -5,7 +5,9 @@ Format history (FORMAT_VERSION is what exporters write; every SUPPORTED_FORMATS 
   any task); readers accept it and ignore it, since a Grad-CAM needs class logits.
 - 2: a bundle carries exactly the graphs its task needs (TASKS); no string in the manifest is an
   absolute path (data are named by dataset and relative path); new optional fields
-  `pixel_size_um`, `embedding.stages`/`pooling`/`description` and a graph's `quantization`.
+  `pixel_size_um`, `embedding.stages`/`pooling`/`description` and a graph's `quantization`; later, still
+  format 2 (readers that predate it keep it as an unknown field): a classification bundle's optional
+  `out_of_distribution`, the score and threshold of its out-of-distribution flag (ood.py).
 Fields not named here (metrics, split, recipe, training, ...) are free-form and kept as they are.
 """
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator, model_validator
 
 from .layout import MAX_VERSION, NAME_PATTERN, SHA256_RE
+from .ood import SCORES
 
 FORMAT_VERSION = 2
 SUPPORTED_FORMATS = (1, 2)
@@ -168,6 +171,23 @@ class PixelSize(_Model):
     source: str
 
 
+class OutOfDistribution(_Model):
+    """A classification bundle's "unlike the training data" flag: `score` of the logits above `threshold`.
+
+    The threshold flags `flag_rate` of the images it was calibrated on (`calibrated_on`, the run's
+    validation split); `val_flag_rate` is the fraction it did flag there. See ood.py for the score.
+    """
+
+    score: Literal[SCORES]  # type: ignore[valid-type]
+    temperature: PositiveFloat = 1.0  # of the score (energy: -T logsumexp(logits / T)), not the calibration's
+    threshold: FiniteFloat
+    flag_rate: Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)]
+    calibrated_on: str = "val"
+    val_images: Annotated[StrictInt, Field(ge=1)]
+    val_flag_rate: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+    calibration: str | None = None  # in words
+
+
 class Manifest(_Model):
     format_version: StrictInt
     name: Annotated[str, Field(pattern=NAME_PATTERN)]
@@ -185,6 +205,7 @@ class Manifest(_Model):
     opset: StrictInt | None = Field(None, ge=18)
     exported_at: str | None = None
     pixel_size_um: PixelSize | None = None
+    out_of_distribution: OutOfDistribution | None = None
 
     @field_validator("format_version")
     @classmethod
@@ -273,6 +294,8 @@ def check_contract(m: Manifest) -> None:
             raise ValueError("graphs.gradcam target_class must be int64")
         if cam.outputs["gradcam"].dims != [-1, h, w]:
             raise ValueError(f"graphs.gradcam output dims {cam.outputs['gradcam'].dims} are not [-1, {h}, {w}]")
+    if m.out_of_distribution is not None and m.task != "classification":
+        raise ValueError(f"out_of_distribution scores class logits: a {m.task} bundle has none")
     if m.format_version >= 2:
         absolute = _absolute_paths(m.model_dump(mode="json"))
         if absolute:

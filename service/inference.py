@@ -14,6 +14,8 @@ import numpy as np
 from fastapi import UploadFile
 from PIL import Image
 
+from bundle import ood
+
 from .adapters import Adapter
 from .adapters.heads import embedding_part, feature_gradient
 from .adapters.heads import gradcam as head_gradcam
@@ -120,10 +122,18 @@ def _result(probabilities: np.ndarray, classes: list[str], top_k: int) -> dict:
 
 
 async def classify(model: LoadedModel, x: list[np.ndarray], top_k: int) -> list[dict]:
-    """Preprocessed images (from `prepare`) -> one result per image."""
+    """Preprocessed images (from `prepare`) -> one result per image; where the manifest calibrates an
+    out-of-distribution flag, each result says whether the image is flagged, and its score."""
     outputs = await model.infer(x)
     classes = list(model.bundle.classes)
-    return [_result(out["probabilities"], classes, top_k) for out in outputs]
+    results = [_result(out["probabilities"], classes, top_k) for out in outputs]
+    calibrated = model.bundle.spec.out_of_distribution if model.bundle.spec is not None else None
+    if calibrated is not None and outputs:
+        scores = ood.score(calibrated.score, np.stack([out["logits"] for out in outputs]), calibrated.temperature)
+        for result, value, flag in zip(results, scores, ood.flags(scores, calibrated.threshold), strict=True):
+            result["out_of_distribution"] = bool(flag)
+            result["ood_score"] = float(value)
+    return results
 
 
 async def embed(model: LoadedModel, images: list[Image.Image], chunk: int) -> np.ndarray:

@@ -73,6 +73,12 @@ class ImageResult(Answer):
     score: float = Field(description="its probability")
     top_k: list[ClassProbability] = Field(description="the most probable classes, best first")
     rescaled: Rescaled | None = Field(**OMITTED, description="only with `mpp`: how the image was rescaled")
+    out_of_distribution: bool | None = Field(
+        **OMITTED, description="only for a model whose manifest calibrates `out_of_distribution`: true when the "
+        "image is unlike the model's training data (its ood_score above the threshold calibrated on validation)")
+    ood_score: float | None = Field(
+        **OMITTED, description="with out_of_distribution: the score (the manifest names it; energy: "
+        "-logsumexp(logits), higher is further from the training data)")
 
 
 class AdapterRef(Answer):

@@ -30,6 +30,7 @@ from bundle import (
     NAME_RE,
     TASKS,
     BundleError,
+    OutOfDistribution,
     PixelSize,
     next_version,
     portable,
@@ -45,7 +46,7 @@ from .verify import verify_bundle
 # fields export owns; extra_manifest may add others (split, recipe, training, ...) but not these
 RESERVED = frozenset({"format_version", "name", "version", "task", "architecture", "model_args", "classes",
                       "input", "preprocessing", "temperature", "embedding", "pixel_size_um", "graphs",
-                      "exported_at", "opset", "files"})
+                      "exported_at", "opset", "files", "out_of_distribution"})
 # example batch for tracing: 2, because torch.export specialises a dimension seen as 0 or 1
 _TRACE_BATCH = 2
 
@@ -146,7 +147,8 @@ def export_bundle(model: nn.Module, store, name: str, *, classes: Sequence[str],
                   std: Sequence[float] | None = None, temperature: float = 1.0, metrics: Mapping | None = None,
                   extra_manifest: Mapping | None = None, version: int | None = None,
                   files: Sequence | None = None, opset: int = 18, model_args: Mapping | None = None,
-                  embedding: Mapping | None = None, pixel_size_um: Mapping | None = None) -> Path:
+                  embedding: Mapping | None = None, pixel_size_um: Mapping | None = None,
+                  out_of_distribution: Mapping | None = None) -> Path:
     """Write, verify and publish `<store>/<name>/<version>/`; return its path.
 
     input_size (H, W), mean and std default to `model.pretrained_cfg`. `temperature` is the
@@ -154,7 +156,9 @@ def export_bundle(model: nn.Module, store, name: str, *, classes: Sequence[str],
     `models.create_model` needs to rebuild the network) default to the pretrained_cfg's, with
     `num_classes` the number of `classes`. `embedding` adds to the manifest's embedding section
     (`stages`, `pooling`, `description`, `distance`); `pixel_size_um` is the physical size of one
-    input pixel (`bundle.PixelSize`). `files` are copied into the bundle (by base name) and hashed.
+    input pixel (`bundle.PixelSize`). `out_of_distribution` is the flag's score and threshold, calibrated
+    on validation images (`bundle.ood.calibrate`; classification only). `files` are copied into the
+    bundle (by base name) and hashed.
     Raises `BundleError` (and leaves nothing behind) when verification fails, `FileExistsError`
     when the version is taken.
     """
@@ -173,6 +177,11 @@ def export_bundle(model: nn.Module, store, name: str, *, classes: Sequence[str],
 
     if pixel_size_um is not None:
         pixel_size_um = PixelSize.model_validate(dict(pixel_size_um)).model_dump()
+    if out_of_distribution is not None:
+        if task != "classification":
+            raise ValueError(f"out_of_distribution scores class logits: a {task} bundle has none")
+        out_of_distribution = OutOfDistribution.model_validate(dict(out_of_distribution)).model_dump(
+            exclude_none=True)
     if version is None:
         version = next_version(Path(store) / name)
     elif not (isinstance(version, int) and version >= 1):
@@ -203,6 +212,7 @@ def export_bundle(model: nn.Module, store, name: str, *, classes: Sequence[str],
                 "embedding": {"dim": int(embedding_dim), "distance": "squared_euclidean", "temperature": 1.0,
                               **dict(embedding or {})},
                 **({"pixel_size_um": pixel_size_um} if pixel_size_um is not None else {}),
+                **({"out_of_distribution": out_of_distribution} if out_of_distribution is not None else {}),
                 "graphs": manifest["graphs"],
                 "metrics": portable(dict(metrics or {})),
                 **portable(dict(extra_manifest or {})),

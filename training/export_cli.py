@@ -1,14 +1,18 @@
 """`python -m training export | verify | localise`: from a training run to a verified bundle.
 
     python -m training export --run runs/ebhi_cbam_resnet18_fast --store model_store --name ebhi_cbam_resnet18 \
-        [--masks ../shared/data/ebhi_seg_masks] [--data DIR] [--version N]
+        [--masks ../shared/data/ebhi_seg_masks] [--data DIR] [--version N] [--ood-flag-rate 0.05]
     python -m training verify model_store/ebhi_cbam_resnet18/1 [--run RUN_DIR]
     python -m training localise --bundle model_store/ebhi_cbam_resnet18/1 --split RUN/split.json \
         --masks ../shared/data/ebhi_seg_masks [--part test] [--out scores.json]
 
 A manifest is hashed and immutable once written, so Grad-CAM localisation is measured during
 `export` (with `--masks`, on the run's held-out test split, before the bundle is written) and
-goes into the manifest's `metrics.gradcam_localisation`. `localise` scores an existing bundle
+goes into the manifest's `metrics.gradcam_localisation`. So is the out-of-distribution flag of a
+classification bundle: the energy of the logits (bundle/ood.py) on the run's validation split, and the
+threshold that `--ood-flag-rate` of those images exceed, into the manifest's `out_of_distribution`.
+When the run's images are not here, the bundle is exported without it (and without the dataset
+fingerprint), and the export says so. `localise` scores an existing bundle
 with ONNX Runtime alone and prints (or writes) the scores; it never edits a bundle.
 """
 from __future__ import annotations
@@ -20,6 +24,7 @@ from dataclasses import replace
 from pathlib import Path
 
 LOCALISATION_PART = "test"
+OOD_PART = "val"  # the out-of-distribution threshold is calibrated here, never on test
 
 
 def add_subcommands(sub: argparse._SubParsersAction) -> None:
@@ -35,6 +40,9 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
                    help="physical size of one training-image pixel in micrometres (whole-slide tiling)")
     p.add_argument("--pixel-size-source", default=None, help="where the pixel size comes from (paper, scanner)")
     p.add_argument("--pixel-size-estimated", action="store_true", help="the pixel size is an estimate")
+    p.add_argument("--ood-flag-rate", type=float, default=None, metavar="RATE",
+                   help="fraction of validation images the out-of-distribution threshold flags (default 0.05; "
+                        "0: no out-of-distribution flag)")
     p.set_defaults(func=_export)
 
     p = sub.add_parser("verify", help="check a bundle's hashes and graphs; with --run, parity against PyTorch")
@@ -112,9 +120,41 @@ def localise_split(source, split, masks_dir: Path, size: int, mean, std, part: s
     return scores
 
 
+def calibrate_ood(model, samples, size: int, mean, std, flag_rate: float, batch: int = 64) -> dict:
+    """The manifest's `out_of_distribution` from the eager network's logits on `samples` (the val split).
+
+    Energy of the raw logits (bundle.ood explains the choice): model.onnx outputs the same logits within
+    the export's parity tolerance, so the service's scores are the ones calibrated here.
+    """
+    import numpy as np
+    import torch
+
+    from bundle import ood
+    from training.data import HistoDataset
+    from training.transforms import eval_transform
+
+    if not samples:
+        raise ValueError(f"the {OOD_PART} split is empty: nothing to calibrate the out-of-distribution flag on")
+    ds = HistoDataset(samples, size, eval_transform(mean, std))
+    logits = []
+    with torch.no_grad():
+        for start in range(0, len(ds), batch):
+            images = torch.stack([ds[i]["image"] for i in range(start, min(start + batch, len(ds)))])
+            logits.append(model(images).float().numpy())
+    scores = ood.score(ood.ENERGY, np.concatenate(logits))
+    return ood.calibrate(scores, flag_rate, name=ood.ENERGY, calibrated_on=OOD_PART)
+
+
+def _split_without_images(path: Path) -> dict:
+    """What the manifest records of a split whose images are not here: its description and seed."""
+    doc = json.loads(path.read_text())
+    return {"description": doc.get("description", ""), "seed": doc.get("seed")}
+
+
 # ----------------------------------------------------------------------------- handlers
 
 def _export(args) -> int:
+    from bundle.ood import DEFAULT_FLAG_RATE
     from training.config import TrainConfig
     from training.export import export_bundle
     from training.splits import load_split
@@ -127,7 +167,17 @@ def _export(args) -> int:
     cfg = TrainConfig(**ckpt["config"])
     # the folder the run was trained on when it is here, else the split's dataset name under the data dir
     trained_on = cfg.data if cfg.data and Path(cfg.data).is_dir() else None
-    split = load_split(run / "split.json", root=args.data or trained_on)
+    flag_rate = DEFAULT_FLAG_RATE if args.ood_flag_rate is None else args.ood_flag_rate
+    if not 0 <= flag_rate < 1:
+        raise SystemExit(f"--ood-flag-rate must be in [0, 1), got {flag_rate}")
+    try:
+        split = load_split(run / "split.json", root=args.data or trained_on)
+    except FileNotFoundError as exc:  # the bundle needs none of the images; what is measured on them is left out
+        if args.masks:
+            raise SystemExit(f"--masks scores Grad-CAM on the test images, which are not here: {exc}") from exc
+        split = None
+        print(json.dumps({"data": f"not found, exported without the dataset fingerprint and the "
+                                  f"out-of-distribution flag ({exc}); give --data DIR to include them"}), flush=True)
     size = int(ckpt["preprocessing"]["size"])
     mean, std = ckpt["preprocessing"]["mean"], ckpt["preprocessing"]["std"]
 
@@ -143,20 +193,32 @@ def _export(args) -> int:
         bundle_metrics["gradcam_localisation"] = localise_split(model, split, Path(args.masks), size, mean, std)
         print(json.dumps({"gradcam_localisation": bundle_metrics["gradcam_localisation"]}), flush=True)
 
-    all_paths = [s.path.relative_to(split.root).as_posix() for p in ("train", "val", "test") for s in split.part(p)]
+    out_of_distribution = None
+    if split is not None and flag_rate > 0 and split.part(OOD_PART):
+        out_of_distribution = calibrate_ood(model, split.part(OOD_PART), size, mean, std, flag_rate)
+        print(json.dumps({"out_of_distribution": out_of_distribution}), flush=True)
+    elif split is not None:
+        why = "--ood-flag-rate 0" if flag_rate == 0 else f"the {OOD_PART} split is empty"
+        print(json.dumps({"out_of_distribution": f"not calibrated ({why})"}), flush=True)
+
+    described = (_split_without_images(run / "split.json") if split is None
+                 else {"description": split.description, "seed": split.seed})
     extra = {
-        "split": {**metrics.get("split", {}), "description": split.description, "file": "split.json",
-                  "seed": split.seed},
+        "split": {**metrics.get("split", {}), "description": described["description"], "file": "split.json",
+                  "seed": described["seed"]},
         "recipe": cfg.recipe or f"training config {cfg.name!r}",
         "training": ckpt["config"],
-        "dataset_fingerprint": dataset_fingerprint(split.root, all_paths),
         "checkpoint_epoch": ckpt.get("epoch", -1) + 1,
     }
+    if split is not None:
+        all_paths = [s.path.relative_to(split.root).as_posix() for p in ("train", "val", "test")
+                     for s in split.part(p)]
+        extra["dataset_fingerprint"] = dataset_fingerprint(split.root, all_paths)
     bundle = export_bundle(
         model, args.store, args.name or cfg.name, classes=list(ckpt["classes"]), input_size=(size, size),
         mean=mean, std=std, temperature=float(metrics.get("temperature", 1.0)), metrics=bundle_metrics,
         extra_manifest=extra, version=args.version, files=[run / "split.json"], model_args=ckpt["model_args"],
-        pixel_size_um=_pixel_size(args))
+        pixel_size_um=_pixel_size(args), out_of_distribution=out_of_distribution)
     print(bundle)
     return 0
 

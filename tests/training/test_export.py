@@ -188,6 +188,10 @@ def test_export_refuses_a_bundle_that_fails_verification(tmp_path):
     (dict(opset=17), "opset"),
     (dict(extra_manifest={"files": {}}), "may not set"),
     (dict(name="../escape"), "bundle name"),
+    (dict(task="embedding", out_of_distribution={"score": "energy", "threshold": 0.0, "flag_rate": 0.05,
+                                                 "val_images": 1, "val_flag_rate": 0.0}), "class logits"),
+    (dict(out_of_distribution={"score": "max_softmax", "threshold": 0.0, "flag_rate": 0.05, "val_images": 1,
+                               "val_flag_rate": 0.0}), "score"),
 ])
 def test_bad_arguments_are_refused(tmp_path, bad, match):
     kwargs = dict(classes=CLASSES, input_size=(SIZE, SIZE)) | bad

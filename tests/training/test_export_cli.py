@@ -55,6 +55,9 @@ def test_export_verify_localise(run_and_masks, tmp_path, capsys):
     assert m["recipe"] == "tiny CLI test recipe" and m["training"]["image_size"] == 16
     assert m["model_args"]["widths"] == [4, 8, 8]
     assert re.fullmatch(r"[0-9a-f]{64}", m["dataset_fingerprint"])
+    ood = m["out_of_distribution"]  # calibrated by default, on val, at 5 %
+    assert ood["score"] == "energy" and ood["flag_rate"] == 0.05 and ood["calibrated_on"] == "val"
+    assert ood["val_images"] == metrics["split"]["counts"]["val"] and ood["val_flag_rate"] <= 0.05
     loc = m["metrics"]["gradcam_localisation"]
     n_test = metrics["split"]["counts"]["test"]
     assert loc["n_images"] + loc["n_empty_masks_skipped"] == n_test and loc["n_empty_masks_skipped"] > 0
@@ -87,3 +90,44 @@ def test_export_needs_evaluated_run(run_and_masks, tmp_path):
         (bare / name).write_bytes((run / name).read_bytes())
     with pytest.raises(SystemExit, match="metrics.json"):
         main(["export", "--run", str(bare), "--store", str(tmp_path / "s")])
+
+
+def test_export_calibrates_the_ood_flag_on_val_and_exports_without_data(run_and_masks, tmp_path, capsys):
+    import math
+
+    import onnxruntime as ort
+    import torch
+
+    from bundle import ood
+    from training.data import HistoDataset
+    from training.splits import load_split
+    from training.transforms import eval_transform
+
+    run, _ = run_and_masks
+    store = tmp_path / "store"
+    assert main(["export", "--run", str(run), "--store", str(store), "--ood-flag-rate", "0.25"]) == 0
+    bundle = store / "tiny_cli" / "1"
+    section = json.loads((bundle / "manifest.json").read_text())["out_of_distribution"]
+    # the threshold, applied to what model.onnx outputs for the val images, flags the stated fraction
+    split = load_split(run / "split.json", root=run.parent / "ebhi_seg")  # the tiny data beside the run
+    pre = json.loads((bundle / "manifest.json").read_text())["preprocessing"]
+    ds = HistoDataset(split.val, 16, eval_transform(pre["mean"], pre["std"]))
+    images = torch.stack([ds[i]["image"] for i in range(len(ds))]).numpy()
+    session = ort.InferenceSession(str(bundle / "model.onnx"), providers=["CPUExecutionProvider"])
+    logits = session.run(["logits"], {"image": images})[0]
+    flagged = int(ood.flags(ood.energy(logits), section["threshold"]).sum())
+    assert section["val_images"] == len(ds) and flagged == math.floor(0.25 * len(ds)) > 0
+    assert section["val_flag_rate"] == pytest.approx(flagged / len(ds))
+
+    # the run's images are not under --data: the bundle is exported without what needs them, and says so
+    empty = tmp_path / "nowhere"
+    empty.mkdir()
+    capsys.readouterr()
+    assert main(["export", "--run", str(run), "--store", str(store), "--data", str(empty)]) == 0
+    out = capsys.readouterr().out
+    assert "exported without the dataset fingerprint and the out-of-distribution flag" in out
+    m = json.loads((store / "tiny_cli" / "2" / "manifest.json").read_text())
+    assert "out_of_distribution" not in m and "dataset_fingerprint" not in m
+    assert m["split"]["description"] == json.loads((run / "split.json").read_text())["description"]
+    with pytest.raises(SystemExit, match="--masks scores Grad-CAM on the test images"):
+        main(["export", "--run", str(run), "--store", str(store), "--data", str(empty), "--masks", str(empty)])

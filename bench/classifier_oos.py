@@ -1,0 +1,145 @@
+"""How often a classification bundle's out-of-distribution flag fires: on its own test split, on the other
+dataset's tissue, and on glass, blank and blurred images. In-process (the service's own imaging, ONNX
+Runtime session and score, bundle/ood.py), no HTTP: every image is run once.
+
+    python -m bench.classifier_oos model_store/ebhi_cbam_efficientnet_lite0/1 [--per-class 20] [--synthetic 40]
+
+Image kinds: own (the bundle's test split, from its split.json), other (the other dataset: BreakHis for
+an EBHI-Seg model and EBHI-Seg for a BreakHis one, `--per-class` images of each class folder, spread over
+the sorted files), glass (near-white images with sensor noise), blank (one flat colour: white, a light
+grey, black), blur (the own test images under a Gaussian blur of radius 8 px at 224 px scale). The
+threshold is the manifest's `out_of_distribution`; a bundle without one is calibrated here on its val
+split as export would (`--flag-rate`), and the result says so. Beside each flag rate: the AUROC of the
+score separating that kind from the own test images (1: always apart, 0.5: chance).
+Writes bench/results/classifier-oos-<name>-<version>.json with the command in it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+from bundle import ood
+from bundle.datasets import IMAGE_SUFFIXES, default_data_dir, resolve_dataset
+from service.imaging import preprocess
+from service.runtime import ModelRuntime
+from service.settings import REPO_ROOT, Settings
+from service.store import load_bundle
+
+OTHER_DATASET = {"ebhi_seg": "breakhis_200x", "breakhis_200x": "ebhi_seg"}
+BLANK_COLOURS = ((255, 255, 255), (230, 230, 230), (0, 0, 0))
+
+
+def split_images(bundle: Path, data_dir: Path, part: str) -> tuple[str, list[Path]]:
+    """(dataset name, image paths) of one part of the bundle's split.json."""
+    split = json.loads((bundle / "split.json").read_text())
+    dataset = split.get("dataset") or Path(split["root"]).name
+    root = resolve_dataset(dataset, data_dir)
+    return dataset, [root / f["path"] for f in split["files"] if f["split"] == part]
+
+
+def spread(folder: Path, n: int) -> list[Path]:
+    """`n` images of a folder, spread evenly over its sorted files."""
+    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        return []
+    return [paths[i] for i in np.unique(np.linspace(0, len(paths) - 1, min(n, len(paths))).astype(int))]
+
+
+def auroc(inside: np.ndarray, outside: np.ndarray) -> float | None:
+    """P(score of an outside image > score of an inside one), ties half (the Mann-Whitney statistic)."""
+    if len(inside) == 0 or len(outside) == 0:
+        return None
+    greater = (outside[:, None] > inside[None, :]).mean()
+    ties = (outside[:, None] == inside[None, :]).mean()
+    return float(greater + 0.5 * ties)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.classifier_oos", description=__doc__.split("\n\n")[0])
+    p.add_argument("bundle", type=Path, help="classification bundle <store>/<name>/<version> with split.json")
+    p.add_argument("--data", type=Path, default=None, help="data directory (default: ../shared/data)")
+    p.add_argument("--per-class", type=int, default=20, help="images of the other dataset per class folder")
+    p.add_argument("--synthetic", type=int, default=40, help="glass images (blank: one per colour)")
+    p.add_argument("--flag-rate", type=float, default=ood.DEFAULT_FLAG_RATE,
+                   help="for a bundle without out_of_distribution: the val fraction the threshold flags")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--results-dir", type=Path, default=REPO_ROOT / "bench" / "results")
+    args = p.parse_args(argv)
+    rng = np.random.default_rng(args.seed)
+    data_dir = args.data or default_data_dir()
+    bundle = load_bundle(args.bundle)
+    if bundle.task != "classification":
+        raise SystemExit(f"{bundle.ref} is a {bundle.task} bundle: its out-of-distribution flag is the adapters' "
+                         "(python -m bench.adapter_oos)")
+    runtime = ModelRuntime(bundle, Settings(model_store=args.bundle.parent.parent, intra_op_threads=1))
+    h, w = bundle.input_size
+
+    def logits(images: list[Image.Image]) -> np.ndarray:
+        rows = [np.zeros((0, len(bundle.classes)), np.float32)]
+        for start in range(0, len(images), 32):
+            batch = np.stack([preprocess(img, bundle.preprocessing) for img in images[start : start + 32]])
+            rows.append(runtime.run(batch)["logits"])
+        return np.concatenate(rows)
+
+    def read(paths: list[Path]) -> list[Image.Image]:
+        return [Image.open(q).convert("RGB") for q in paths]
+
+    calibrated = bundle.spec.out_of_distribution
+    if calibrated is not None:
+        spec, threshold_from = calibrated.model_dump(exclude_none=True), "manifest"
+    else:  # as export calibrates it, but with the service's decode and ONNX Runtime's logits
+        _, val_paths = split_images(args.bundle, data_dir, "val")
+        spec = ood.calibrate(ood.score(ood.ENERGY, logits(read(val_paths))), args.flag_rate)
+        threshold_from = f"calibrated here on the val split (the manifest has none), flag rate {args.flag_rate:g}"
+
+    def scores(images: list[Image.Image]) -> np.ndarray:
+        return ood.score(spec["score"], logits(images), spec.get("temperature", 1.0))
+
+    dataset, test_paths = split_images(args.bundle, data_dir, "test")
+    own_images = read(test_paths)
+    own_logits = logits(own_images)
+    own = ood.score(spec["score"], own_logits, spec.get("temperature", 1.0))
+    truth = json.loads((args.bundle / "split.json").read_text())
+    test_classes = [f["class"] for f in truth["files"] if f["split"] == "test"]
+    correct = np.asarray(bundle.classes)[own_logits.argmax(1)] == np.asarray(test_classes)
+    other_name = OTHER_DATASET.get(dataset)
+    other_root = resolve_dataset(other_name, data_dir) if other_name else None
+    other_paths = ([q for d in sorted(other_root.iterdir()) if d.is_dir() for q in spread(d, args.per_class)]
+                   if other_root is not None and other_root.is_dir() else [])
+    kinds = {
+        "own": own,
+        "other": scores(read(other_paths)),
+        "glass": scores([Image.fromarray(np.clip(235 + rng.normal(0, 6, (h, w, 3)), 0, 255).astype(np.uint8))
+                         for _ in range(args.synthetic)]),
+        "blank": scores([Image.new("RGB", (w, h), c) for c in BLANK_COLOURS]),
+        "blur": scores([img.filter(ImageFilter.GaussianBlur(8 * img.width / 224)) for img in own_images]),
+    }
+    threshold = spec["threshold"]
+    result = {
+        "bundle": bundle.ref, "dataset": dataset, "other_dataset": other_name if other_paths else None,
+        "score": spec["score"], "threshold": threshold, "threshold_from": threshold_from,
+        "val_flag_rate": spec["val_flag_rate"], "stated_flag_rate": spec["flag_rate"],
+        "images": {k: int(len(v)) for k, v in kinds.items()},
+        "flagged": {k: round(float(ood.flags(v, threshold).mean()), 4) if len(v) else None for k, v in kinds.items()},
+        "auroc_vs_own": {k: auroc(own, v) for k, v in kinds.items() if k != "own"},
+        "own_accuracy": round(float(correct.mean()), 4) if len(correct) else None,
+        # is the flag worth more on wrong answers? the rate among misclassified vs correct test images
+        "flagged_own_wrong": round(float(ood.flags(own[~correct], threshold).mean()), 4) if (~correct).any() else None,
+        "flagged_own_right": round(float(ood.flags(own[correct], threshold).mean()), 4) if correct.any() else None,
+        "score_median": {k: round(float(np.median(v)), 4) if len(v) else None for k, v in kinds.items()},
+        "command": "python -m bench.classifier_oos " + " ".join(sys.argv[1:] if argv is None else argv),
+    }
+    args.results_dir.mkdir(parents=True, exist_ok=True)
+    out = args.results_dir / f"classifier-oos-{bundle.name}-{bundle.version}.json"
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
