@@ -133,7 +133,7 @@ class EfficientNetLite(Network):
     def __init__(self, variant: str = "lite0", num_classes: int = 1000, drop_rate: float = 0.2,
                  drop_path_rate: float = 0.0, attn_layer=None, attn_stages: Sequence[int] = (2, 3, 4, 5, 6),
                  attn_kwargs: dict | None = None, head_attn_layer=None, head_dims: Sequence[int] = (),
-                 head_drop_rate: float = 0.25, embed_stages: Sequence[int] = ()):
+                 head_drop_rate: float = 0.25, embed_stages: Sequence[int] = (), feature_stages: Sequence[int] = ()):
         super().__init__()
         if variant not in LITE_VARIANTS:
             raise ValueError(f"unknown EfficientNet-Lite variant {variant!r}; known: {', '.join(LITE_VARIANTS)}")
@@ -141,7 +141,8 @@ class EfficientNetLite(Network):
             raise ValueError("drop_rate and head_drop_rate must be in [0, 1)")
         attn_stages = tuple(int(s) for s in attn_stages)
         embed_stages = tuple(int(s) for s in embed_stages)
-        for s in attn_stages + embed_stages:
+        feature_stages = tuple(sorted({int(s) for s in feature_stages}))
+        for s in attn_stages + embed_stages + feature_stages:
             if not 0 <= s < len(LITE_STAGES):
                 raise ValueError(f"stage index {s} out of range 0..{len(LITE_STAGES) - 1}")
         width, depth, size, _, _ = LITE_VARIANTS[variant]
@@ -149,6 +150,7 @@ class EfficientNetLite(Network):
         self.num_classes = check_num_classes(num_classes)
         self.drop_rate = drop_rate
         self.embed_stages = embed_stages
+        self.feature_stages = feature_stages
 
         self._conv_stem = Conv2dSame(3, 32, 3, stride=2, bias=False)  # stem not scaled (Lite)
         self._bn0 = nn.BatchNorm2d(32, eps=BN_EPS, momentum=BN_MOMENTUM)
@@ -168,7 +170,8 @@ class EfficientNetLite(Network):
         self.stage_channels = [round_filters(st[5], width) for st in LITE_STAGES]
         self._conv_head = Conv2dSame(self.stage_channels[-1], 1280, 1, bias=False)  # head not scaled (Lite)
         self._bn1 = nn.BatchNorm2d(1280, eps=BN_EPS, momentum=BN_MOMENTUM)
-        self.num_features = 1280
+        # features() is the head conv's map, with these stages' maps (average-pooled to its grid) beside it
+        self.num_features = 1280 + sum(self.stage_channels[s] for s in feature_stages)
 
         attn_kwargs = dict(attn_kwargs or {})
         self._attn = nn.ModuleDict()
@@ -188,9 +191,9 @@ class EfficientNetLite(Network):
             raise ValueError(f"head_dims must be empty or two positive ints, got {head_dims!r}")
         self.head_dims, self.head_drop_rate = head_dims, head_drop_rate
         if head_dims:
-            self.head_fc1 = nn.Linear(1280, head_dims[0])
+            self.head_fc1 = nn.Linear(self.num_features, head_dims[0])
             self.head_fc2 = nn.Linear(head_dims[0], head_dims[1])
-        self._fc = nn.Linear(head_dims[-1] if head_dims else 1280, num_classes)
+        self._fc = nn.Linear(head_dims[-1] if head_dims else self.num_features, num_classes)
         self.pretrained_cfg = dict(mean=LITE_MEAN, std=LITE_STD, input_size=(3, size, size),
                                    imagenet=variant)
 
@@ -210,8 +213,17 @@ class EfficientNetLite(Network):
         return self.head_attn(x) if self.head_attn is not None else x
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        *_, (_, last_stage) = self._stages(x)
-        return self._head_conv(last_stage)
+        """The head conv's map; with feature_stages, those stages' maps average-pooled to its grid and
+        concatenated before it, so that the head, and Grad-CAM through it, read mid-level texture too
+        (it transfers across tissues better than the ImageNet-specific last layer alone)."""
+        if not self.feature_stages:
+            *_, (_, last_stage) = self._stages(x)
+            return self._head_conv(last_stage)
+        stages = dict(self._stages(x))
+        last = self._head_conv(stages[len(LITE_STAGES) - 1])
+        grid = last.shape[-2:]
+        mids = [F.adaptive_avg_pool2d(stages[s], grid) for s in self.feature_stages]
+        return torch.cat([*mids, last], dim=1)
 
     def head(self, feats: torch.Tensor) -> torch.Tensor:
         x = global_avg(feats)

@@ -86,6 +86,21 @@ def test_multi_stage_embedding_concatenates_normalised_stages():
         assert torch.allclose(part.norm(dim=1), torch.ones(2), atol=1e-5)
 
 
+def test_feature_stages_put_pooled_mid_level_maps_beside_the_last():
+    plain = models.create_model("efficientnet_lite0", num_classes=3).eval()
+    multi = models.create_model("efficientnet_lite0", num_classes=3, feature_stages=(5, 4)).eval()
+    multi.load_state_dict({k: v for k, v in plain.state_dict().items() if not k.startswith("_fc.")}, strict=False)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        f, base = multi.features(x), plain.features(x)
+        stages = dict(plain._stages(x))
+    assert multi.num_features == 112 + 192 + 1280 and f.shape == (2, 1584, 2, 2)
+    assert torch.equal(f[:, 304:], base)  # the head conv's map, unchanged, last
+    assert torch.allclose(f[:, :112], torch.nn.functional.avg_pool2d(stages[4], 2))  # stage 4 (4x4) onto 2x2
+    assert torch.equal(f[:, 112:304], stages[5])  # stage 5 is already on the last grid
+    assert multi(x).shape == (2, 3) and multi.get_classifier().in_features == 1584
+
+
 def test_same_padding_matches_tensorflow_at_stride_two():
     """TF "SAME" pads the extra pixel at the end: a 3x3/2 conv on 224 px gives 112 px with pad (0, 1)."""
     from models.efficientnet_lite import Conv2dSame

@@ -82,6 +82,16 @@ def test_every_network_exports_and_verifies(name, tmp_path):
     assert report["batch_sizes_run"] == [1, 3] and report["graphs"] == ["classify", "gradcam"]
 
 
+def test_mid_level_feature_stages_export_and_verify(tmp_path):
+    """Grad-CAM over the concatenated map: the head reads every channel of it, so the graph must too."""
+    torch.manual_seed(0)
+    model = models.create_model("efficientnet_lite0", num_classes=len(CLASSES), feature_stages=(4, 5)).eval()
+    bundle = export_bundle(model, tmp_path, "multi", classes=CLASSES, input_size=(SIZE, SIZE))
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["model_args"]["feature_stages"] == [4, 5]
+    assert verify_bundle(bundle)["graphs"] == ["classify", "gradcam"]
+
+
 def test_manifest_follows_the_contract(tmp_path):
     model = tiny_model("cbam_resnet18")
     split = tmp_path / "split.json"
