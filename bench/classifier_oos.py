@@ -25,9 +25,10 @@ from PIL import Image, ImageFilter
 
 from bundle import ood
 from bundle.datasets import IMAGE_SUFFIXES, default_data_dir, resolve_dataset
-from service.imaging import preprocess
+from service.imaging import input_pixels, preprocess
 from service.runtime import ModelRuntime
 from service.settings import REPO_ROOT, Settings
+from service.slides.tissue import MIN_TISSUE_FRACTION, tissue_fraction
 from service.store import load_bundle
 
 OTHER_DATASET = {"ebhi_seg": "breakhis_200x", "breakhis_200x": "ebhi_seg"}
@@ -86,6 +87,11 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(runtime.run(batch)["logits"])
         return np.concatenate(rows)
 
+    def mostly_not_tissue(images: list[Image.Image]) -> np.ndarray:
+        """The service's second test: less than MIN_TISSUE_FRACTION of the network input is tissue."""
+        return np.array([tissue_fraction(input_pixels(preprocess(img, bundle.preprocessing), bundle.preprocessing))
+                         < MIN_TISSUE_FRACTION for img in images], dtype=bool)
+
     def read(paths: list[Path]) -> list[Image.Image]:
         return [Image.open(q).convert("RGB") for q in paths]
 
@@ -111,21 +117,27 @@ def main(argv: list[str] | None = None) -> int:
     other_root = resolve_dataset(other_name, data_dir) if other_name else None
     other_paths = ([q for d in sorted(other_root.iterdir()) if d.is_dir() for q in spread(d, args.per_class)]
                    if other_root is not None and other_root.is_dir() else [])
-    kinds = {
-        "own": own,
-        "other": scores(read(other_paths)),
-        "glass": scores([Image.fromarray(np.clip(235 + rng.normal(0, 6, (h, w, 3)), 0, 255).astype(np.uint8))
-                         for _ in range(args.synthetic)]),
-        "blank": scores([Image.new("RGB", (w, h), c) for c in BLANK_COLOURS]),
-        "blur": scores([img.filter(ImageFilter.GaussianBlur(8 * img.width / 224)) for img in own_images]),
+    images = {
+        "own": own_images,
+        "other": read(other_paths),
+        "glass": [Image.fromarray(np.clip(235 + rng.normal(0, 6, (h, w, 3)), 0, 255).astype(np.uint8))
+                  for _ in range(args.synthetic)],
+        "blank": [Image.new("RGB", (w, h), c) for c in BLANK_COLOURS],
+        "blur": [img.filter(ImageFilter.GaussianBlur(8 * img.width / 224)) for img in own_images],
     }
+    kinds = {k: own if k == "own" else scores(v) for k, v in images.items()}
+    not_tissue = {k: mostly_not_tissue(v) for k, v in images.items()}
     threshold = spec["threshold"]
     result = {
         "bundle": bundle.ref, "dataset": dataset, "other_dataset": other_name if other_paths else None,
         "score": spec["score"], "threshold": threshold, "threshold_from": threshold_from,
         "val_flag_rate": spec["val_flag_rate"], "stated_flag_rate": spec["flag_rate"],
         "images": {k: int(len(v)) for k, v in kinds.items()},
-        "flagged": {k: round(float(ood.flags(v, threshold).mean()), 4) if len(v) else None for k, v in kinds.items()},
+        "flagged_by_score": {k: round(float(ood.flags(v, threshold).mean()), 4) if len(v) else None
+                             for k, v in kinds.items()},
+        # what /classify answers: the score's flag, or less than MIN_TISSUE_FRACTION of the image is tissue
+        "flagged": {k: round(float((ood.flags(v, threshold) | not_tissue[k]).mean()), 4) if len(v) else None
+                    for k, v in kinds.items()},
         "auroc_vs_own": {k: auroc(own, v) for k, v in kinds.items() if k != "own"},
         "own_accuracy": round(float(correct.mean()), 4) if len(correct) else None,
         # is the flag worth more on wrong answers? the rate among misclassified vs correct test images

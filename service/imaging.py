@@ -110,6 +110,13 @@ def preprocess(img: Image.Image, pre: Preprocessing, out: np.ndarray | None = No
     return out
 
 
+def input_pixels(x: np.ndarray, pre: Preprocessing) -> np.ndarray:
+    """A preprocessed (3, H, W) input back to its 0..255 RGB values, (H, W, 3) float32: `preprocess` undone."""
+    gain, offset = _affine(pre)
+    return ((x - np.asarray(offset, np.float32)[:, None, None]) / np.asarray(gain, np.float32)[:, None, None]
+            ).transpose(1, 2, 0)
+
+
 def rescale_to_model(img: Image.Image, mpp: float, um_per_px: tuple[float, float], input_size: tuple[int, int],
                      interpolation: str, *, max_pixels: int, filename: str = "upload") -> tuple[Image.Image, dict]:
     """An image taken at `mpp` um/px -> the centred network input at the model's pixel size, and what was done.

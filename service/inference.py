@@ -20,9 +20,10 @@ from .adapters import Adapter
 from .adapters.heads import embedding_part, feature_gradient
 from .adapters.heads import gradcam as head_gradcam
 from .errors import ServiceError
-from .imaging import decode_image, encode_png, preprocess, rescale_to_model
+from .imaging import decode_image, encode_png, input_pixels, preprocess, rescale_to_model
 from .registry import LoadedModel, ModelRegistry
 from .slides.resolution import model_resolution
+from .slides.tissue import MIN_TISSUE_FRACTION, tissue_fraction
 
 
 async def read_image(upload: UploadFile, max_pixels: int) -> Image.Image:
@@ -130,9 +131,15 @@ async def classify(model: LoadedModel, x: list[np.ndarray], top_k: int) -> list[
     calibrated = model.bundle.spec.out_of_distribution if model.bundle.spec is not None else None
     if calibrated is not None and outputs:
         scores = ood.score(calibrated.score, np.stack([out["logits"] for out in outputs]), calibrated.temperature)
-        for result, value, flag in zip(results, scores, ood.flags(scores, calibrated.threshold), strict=True):
-            result["out_of_distribution"] = bool(flag)
+        # the energy score misses glass and background (a near-uniform answer can score like tissue), so an
+        # image that is mostly not tissue, by the slide detector's rule, is flagged too
+        pre = model.bundle.preprocessing
+        tissue = [tissue_fraction(input_pixels(t, pre)) for t in x]
+        flags = ood.flags(scores, calibrated.threshold)
+        for result, value, flag, share in zip(results, scores, flags, tissue, strict=True):
+            result["out_of_distribution"] = bool(flag) or share < MIN_TISSUE_FRACTION
             result["ood_score"] = float(value)
+            result["tissue_fraction"] = share
     return results
 
 

@@ -75,10 +75,14 @@ class ImageResult(Answer):
     rescaled: Rescaled | None = Field(**OMITTED, description="only with `mpp`: how the image was rescaled")
     out_of_distribution: bool | None = Field(
         **OMITTED, description="only for a model whose manifest calibrates `out_of_distribution`: true when the "
-        "image is unlike the model's training data (its ood_score above the threshold calibrated on validation)")
+        "image is unlike the model's training data: its ood_score is above the threshold calibrated on "
+        "validation, or less than a tenth of it is tissue (glass, background)")
     ood_score: float | None = Field(
         **OMITTED, description="with out_of_distribution: the score (the manifest names it; energy: "
         "-logsumexp(logits), higher is further from the training data)")
+    tissue_fraction: float | None = Field(
+        **OMITTED, description="with out_of_distribution: the share of the network input that is tissue "
+        "(HSV saturation, the rule slide jobs use to skip glass)")
 
 
 class AdapterRef(Answer):

@@ -31,5 +31,21 @@ def tissue_mask(thumbnail: Image.Image, *, median_filter_size: int = 7, binary_t
     return np.asarray(mask) > 0
 
 
+MIN_TISSUE_FRACTION = 0.1  # below it a single image is mostly glass or background: out of distribution
+
+
+def tissue_fraction(rgb: np.ndarray, *, binary_threshold: int = 15, pool: int = 4) -> float:
+    """Share of an RGB image ((H, W, 3), 0..255) that is tissue by `tissue_mask`'s rule, saturation above
+    `binary_threshold`, taken on pool x pool means (as the median filter does for slides, JPEG noise
+    on glass then stays below it). Cheap enough for every /classify image: numpy on the network input."""
+    h, w = (rgb.shape[0] // pool) * pool, (rgb.shape[1] // pool) * pool
+    if h == 0 or w == 0:
+        return 0.0
+    means = rgb[:h, :w].reshape(h // pool, pool, w // pool, pool, 3).mean(axis=(1, 3))
+    top, bottom = means.max(axis=2), means.min(axis=2)
+    saturation = np.where(top > 0, (top - bottom) / np.maximum(top, 1e-6), 0.0) * 255  # HSV's S, 0..255
+    return float(np.mean(saturation > binary_threshold))
+
+
 def mask_png(mask: np.ndarray) -> Image.Image:
     return Image.fromarray((mask * 255).astype(np.uint8), mode="L")

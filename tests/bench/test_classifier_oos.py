@@ -77,5 +77,6 @@ def test_the_manifest_threshold_is_the_one_applied(data_and_bundle, tmp_path, th
                                 "--results-dir", str(tmp_path)]) == 0
     result = json.loads((tmp_path / "classifier-oos-tiny_oos-1.json").read_text())
     assert result["threshold_from"] == "manifest" and result["threshold"] == threshold
-    assert set(result["flagged"].values()) == {rate}
+    assert set(result["flagged_by_score"].values()) == {rate}
+    assert result["flagged"]["glass"] == result["flagged"]["blank"] == 1.0  # not tissue, whatever the score
 

@@ -13,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from bundle import ood
+from service.slides.tissue import MIN_TISSUE_FRACTION
 from tests.service.conftest import SIZE, make_app, png, random_rgb
 
 NAME = "tiny_ood"
@@ -68,15 +69,18 @@ def test_classify_flags_with_a_calibrated_bundle_and_not_without(store, arrays, 
         schema = client.get("/openapi.json").json()["components"]["schemas"]["ImageResult"]["properties"]
     got = np.array([r["ood_score"] for r in flagged])
     np.testing.assert_allclose(got, scores, atol=1e-4)  # -logsumexp of the graph's logits, as eager PyTorch
-    expected = scores > threshold
-    assert 0 < expected.sum() < len(arrays)  # the threshold splits the images: both answers are exercised
-    assert [r["out_of_distribution"] for r in flagged] == [bool(got[i] > threshold) for i in range(len(arrays))]
-    assert [r["out_of_distribution"] for r in flagged] == expected.tolist()
+    by_score = scores > threshold
+    assert 0 < by_score.sum() < len(arrays)  # the threshold splits the images: both answers are exercised
+    # flat colours are no tissue (flagged whatever their score), random colour textures are all tissue
+    tissue = np.array([r["tissue_fraction"] for r in flagged])
+    assert (tissue[5:] == 0).all() and (tissue[:5] > 0.5).all()
+    expected = by_score | (tissue < MIN_TISSUE_FRACTION)
+    assert [r["out_of_distribution"] for r in flagged] == expected.tolist() and not expected.all()
     assert all(isinstance(r["out_of_distribution"], bool) for r in flagged)
     # a bundle without the field answers as before: the same classes, no flag, no score
     assert all("out_of_distribution" not in r and "ood_score" not in r for r in plain)
     assert [r["label"] for r in plain] == [r["label"] for r in flagged]
-    assert {"out_of_distribution", "ood_score"} <= set(schema)
+    assert {"out_of_distribution", "ood_score", "tissue_fraction"} <= set(schema)
 
 
 def test_flag_follows_the_service_score_function(store, arrays, tmp_path):

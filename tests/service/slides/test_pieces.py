@@ -104,3 +104,15 @@ def test_heatmap_deep_zoom_tiles_keep_their_transparency():
     assert small[5, 5] == 0 and small[37, 50] > 0
     with pytest.raises(ValueError):
         ours.get_tile(top, (9, 9))
+
+
+def test_tissue_fraction_of_an_image_counts_stained_pixels_only(ebhi_dir):
+    from service.slides.tissue import tissue_fraction
+
+    glass = np.clip(235 + np.random.default_rng(0).normal(0, 6, (224, 224, 3)), 0, 255)
+    assert tissue_fraction(glass) < 0.05 and tissue_fraction(np.zeros((224, 224, 3))) == 0.0
+    half = glass.copy()
+    half[:, :112] = (180, 90, 160)  # an H&E-like purple on the left half
+    assert abs(tissue_fraction(half) - 0.5) < 0.02
+    image = next(p for p in sorted((ebhi_dir / "normal").iterdir()) if p.suffix == ".png")
+    assert tissue_fraction(np.asarray(Image.open(image).convert("RGB"), np.float32)) > 0.5
