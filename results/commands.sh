@@ -68,9 +68,9 @@ $T fewshot-export --run runs/fs/ebhi/dual_attention --store model_store --name e
 
 # === Round 2: ImageNet-pretrained EfficientNet-Lite0 at 224 px (issue 12), on the 2-core CPU ===
 # Grouped 5-fold CV, CBAM vs plain twin, baseline + majority on every fold (fold 0 of each CBAM run is served).
-# Budget: about 9 min per EBHI run and 5 min per BreakHis run; folds 0-2 finished inside the session
-# (fold 3's EBHI CBAM run too), folds 3-4 did not: the tables say "3 folds".
+# Budget: about 7 min per EBHI run and 5 min per BreakHis run; folds 0-2 in round 2, folds 3-4 in round 3.
 bash results/cv_lite0.sh
+bash results/collect.sh runs/cv results/supervised/cv
 $T cv-table runs/cv/ebhi/cbam_efficientnet_lite0 runs/cv/ebhi/efficientnet_lite0 --json results/supervised/cv_ebhi.json > results/supervised/cv_ebhi.md
 $T cv-table runs/cv/breakhis/cbam_efficientnet_lite0 runs/cv/breakhis/efficientnet_lite0 --json results/supervised/cv_breakhis.json > results/supervised/cv_breakhis.md
 # a lower learning rate and stronger colour jitter for BreakHis fold 0 (not adopted: balanced 0.704 vs 0.569, baseline 0.920)
@@ -80,14 +80,35 @@ $T train --config training/configs/breakhis_cbam_efficientnet_lite0.json --data 
 # Few-shot transfer (issue 14): frozen ImageNet Lite0, multi-stage embedding; 3-way, 600 episodes per cell
 $T fewshot --config training/configs/fewshot_transfer_lite0.json --out runs/fs/transfer/imagenet_lite0_multistage --eval
 
-# The embedded defaults of round 2 (bundle format 2)
-$T export --run runs/cv/ebhi/cbam_efficientnet_lite0/fold0 --store model_store --name ebhi_cbam_efficientnet_lite0 \
+# The embedded EBHI default (round 2's fold-0 CBAM run), exported again in round 3 as version 2 so that its
+# manifest carries the out-of-distribution threshold (export calibrates it on the run's val split).
+# Round 2's version 1 of it and of breakhis_cbam_efficientnet_lite0 never landed and were removed.
+$T export --run runs/cv/ebhi/cbam_efficientnet_lite0/fold0 --store model_store --name ebhi_cbam_efficientnet_lite0 --version 2 \
     --masks ../shared/data/ebhi_seg_masks --pixel-size-um 1.2 1.2 --pixel-size-estimated \
     --pixel-size-source "estimate: EBHI-Seg 224 px images, ~1.2 um/px from colonic crypt size (the dataset paper gives no pixel size)"
-$T export --run runs/cv/breakhis/cbam_efficientnet_lite0/fold0 --store model_store --name breakhis_cbam_efficientnet_lite0 \
-    --pixel-size-um 1.53 1.01 --pixel-size-estimated \
-    --pixel-size-source "estimate: BreakHis 200x frames of 700x460 px at ~0.49 um/px (40x is ~0.25 um/px), resized to 224x224 without keeping the aspect ratio"
 $T fewshot-export --run runs/fs/transfer/imagenet_lite0_multistage --store model_store --name imagenet_lite0_multistage
+
+# === Round 3: frozen ImageNet Lite0 + linear probe (LP-FT's first stage), grouped 5-fold CV (issue 12) ===
+# CBAM gates + classifier after the probe vs the classifier alone, and the probe alone on the last map with
+# stages 4 and 5 beside it (feature_stages); about 1-2 min per run on 2 cores.
+bash results/cv_probe_lite0.sh
+bash results/collect.sh runs/cv_probe results/supervised/cv_probe
+for D in ebhi breakhis; do
+    $T cv-table runs/cv_probe/$D/cbam_efficientnet_lite0 runs/cv_probe/$D/efficientnet_lite0 \
+        runs/cv_probe/$D/efficientnet_lite0_stages45 --json results/supervised/cv_probe_$D.json > results/supervised/cv_probe_$D.md
+done
+# The served BreakHis classifiers: the recipe that won the BreakHis CV (the stages-4/5 probe), fold 0 / a single
+# patient-disjoint split for the 5 subtypes that have more than one patient
+B_PX=(--pixel-size-um 1.53 1.01 --pixel-size-estimated --pixel-size-source "estimate: BreakHis 200x frames of 700x460 px at ~0.49 um/px (40x is ~0.25 um/px), resized to 224x224 without keeping the aspect ratio")
+for R in breakhis_efficientnet_lite0_probe breakhis_subtype_efficientnet_lite0_probe; do
+    $T train --config training/configs/$R.json --data $B --out runs/$R
+    bash results/collect.sh runs/$R results/supervised/$R
+    $T export --run runs/$R --store model_store --name $R "${B_PX[@]}"
+done
 # Each classifier's own test split over HTTP (bench/results/accuracy-<name>-<version>.json)
-.venv/bin/python -m bench.accuracy model_store/ebhi_cbam_efficientnet_lite0/1
-.venv/bin/python -m bench.accuracy model_store/breakhis_cbam_efficientnet_lite0/1
+for BUNDLE in ebhi_cbam_efficientnet_lite0/2 breakhis_efficientnet_lite0_probe/1 breakhis_subtype_efficientnet_lite0_probe/1; do
+    .venv/bin/python -m bench.accuracy model_store/$BUNDLE
+done
+# The out-of-distribution flag of the defaults (bench/results/classifier-oos-<name>-<version>.json)
+.venv/bin/python -m bench.classifier_oos model_store/ebhi_cbam_efficientnet_lite0/2
+.venv/bin/python -m bench.classifier_oos model_store/breakhis_efficientnet_lite0_probe/1

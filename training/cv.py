@@ -53,9 +53,10 @@ def cv_table(method_dirs: list[str | Path]) -> tuple[str, dict]:
 
     for d in dirs:
         arch = metrics[d][0]["architecture"]
-        add(f"{arch}", [m["test"] for m in metrics[d]])
+        label = arch if d.name == arch else f"{arch} ({d.name})"  # two recipes of one network stay apart
+        add(label, [m["test"] for m in metrics[d]])
         if all("test_tta" in m for m in metrics[d]):
-            add(f"{arch} + dihedral TTA", [m["test_tta"] for m in metrics[d]])
+            add(f"{label} + dihedral TTA", [m["test_tta"] for m in metrics[d]])
     if all("baseline" in m for m in first):
         add("colour + texture baseline", [m["baseline"]["test"] for m in first])
     add("majority class", [{"accuracy": m["majority_rate"], "balanced_accuracy": 1.0 / len(m["classes"])}
