@@ -26,7 +26,7 @@ from PIL import Image
 
 from .images import REPO_ROOT, default_data_dir
 
-MODEL = "ebhi_cbam_resnet18"
+MODEL = "ebhi_cbam_efficientnet_lite0"  # the default classifier (model_store/defaults.json)
 MPP = 1.2  # the EBHI estimate: one 224-px cell is one model field
 
 
@@ -77,13 +77,13 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q)) if values else float("nan")
 
 
-def classify_latencies(client, png: bytes, n: int, while_running: str | None = None) -> list[float]:
+def classify_latencies(client, png: bytes, n: int, model: str, while_running: str | None = None) -> list[float]:
     times = []
     for _ in range(n):
         if while_running is not None and client.get(f"/slides/{while_running}").json()["status"] != "running":
             break
         t = time.perf_counter()
-        r = client.post("/classify", files={"files": ("t.png", png, "image/png")}, data={"model": MODEL})
+        r = client.post("/classify", files={"files": ("t.png", png, "image/png")}, data={"model": model})
         times.append(time.perf_counter() - t)
         assert r.status_code == 200, r.text
     return times
@@ -96,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--height", type=int, default=3000)
     parser.add_argument("--fill", type=float, default=0.6, help="share of grid cells that hold tissue")
     parser.add_argument("--requests", type=int, default=40, help="/classify requests per latency reading")
+    parser.add_argument("--model", default=MODEL, help="an EBHI-Seg classification bundle name")
     parser.add_argument("--results-dir", type=Path, default=REPO_ROOT / "bench" / "results")
     args = parser.parse_args(argv)
     data_dir = args.data_dir or default_data_dir()
@@ -112,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         slide_path = build_slide(tmp / "bench.tiff", data_dir, args.width, args.height, args.fill)
-        classifier = _classifier(settings.model_store, MODEL, settings)
+        classifier = _classifier(settings.model_store, args.model, settings)
 
         # 2. the pipeline (first, so that its results give the tile list for the plain loop)
         summary = asyncio.run(run_slide(slide_path, classifier, tmp / "out", max_tiles=settings.slide_max_tiles,
@@ -123,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         # 1. the plain loop on the same tiles, same batch size
         from service.store import discover
 
-        bundle = next(b for b in discover(settings.model_store)[0] if b.name == MODEL)
+        bundle = max((b for b in discover(settings.model_store)[0] if b.name == args.model), key=lambda b: b.version)
         runtime = ModelRuntime(bundle, settings)
         plain = plain_loop(slide_path, coords, tiling["level"], (tiling["read_width_px"], tiling["read_height_px"]),
                            runtime, bundle.preprocessing, settings.slide_batch_size)
@@ -133,11 +134,12 @@ def main(argv: list[str] | None = None) -> int:
         Image.open(next((data_dir / "ebhi_seg").rglob("*.png"))).save(png, format="PNG")
         app_settings = Settings(state_dir=tmp / "state")
         with TestClient(create_app(app_settings)) as client:
-            idle = classify_latencies(client, png.getvalue(), args.requests)
+            idle = classify_latencies(client, png.getvalue(), args.requests, args.model)
             started = time.perf_counter()
             job = client.post("/slides", files={"file": ("bench.tiff", slide_path.read_bytes())},
-                              data={"model": MODEL}).json()
-            busy = classify_latencies(client, png.getvalue(), args.requests, while_running=job["id"])
+                              data={"model": args.model}).json()
+            busy = classify_latencies(client, png.getvalue(), args.requests, args.model,
+                                      while_running=job["id"])
             for _ in range(100_000):
                 record = client.get(f"/slides/{job['id']}").json()
                 if record["status"] != "queued" and record["status"] != "running":
