@@ -112,3 +112,7 @@ done
 # The out-of-distribution flag of the defaults (bench/results/classifier-oos-<name>-<version>.json)
 .venv/bin/python -m bench.classifier_oos model_store/ebhi_cbam_efficientnet_lite0/2
 .venv/bin/python -m bench.classifier_oos model_store/breakhis_efficientnet_lite0_probe/1
+# Whole-slide pipeline vs a plain loop, and /classify during a job (bench/results/slides-<time>.json):
+# first at the old default of 4 tiles per background batch, then at the new default of 1
+HISTOSERVE_SLIDE_BATCH_SIZE=4 .venv/bin/python -m bench.slides
+.venv/bin/python -m bench.slides

@@ -79,8 +79,10 @@ class Settings(BaseSettings):
     slide_max_jobs: int = Field(1, ge=1, le=64)  # slide jobs running at once; the rest wait queued
     slide_job_timeout_s: float = Field(3600.0, gt=0, le=7 * 86400)  # one job's running time
     # Tiles a job submits at once. An interactive request waits at most for the background batch already in
-    # ORT, so small is kind to /classify; on CPU, small nets lose little throughput at 4 (bench/slides.py).
-    slide_batch_size: int = Field(4, ge=1, le=1024)
+    # ORT, so small is kind to /classify. With the 224 px default on 2 CPU cores (python -m bench.slides),
+    # /classify p50 during a job was 4.6x idle at 4 tiles (bench/results/slides-20261201T120446Z.json) and
+    # 1.6x at 1 (slides-20261201T120532Z.json), the job keeping 0.79x / 0.85x of a plain loop. Raise it on a GPU.
+    slide_batch_size: int = Field(1, ge=1, le=1024)
     # Physical size (um) of one network-input pixel for a bundle whose manifest has no pixel_size_um and
     # whose dataset has no built-in estimate (service/slides/resolution.py); None: a job on such a bundle
     # needs an explicit tile_size (level-0 pixels per tile) or fails saying so.
