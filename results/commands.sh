@@ -116,3 +116,5 @@ done
 # first at the old default of 4 tiles per background batch, then at the new default of 1
 HISTOSERVE_SLIDE_BATCH_SIZE=4 .venv/bin/python -m bench.slides
 .venv/bin/python -m bench.slides
+# The serving benchmark on the round-3 default (bench/results/20261201T120601Z.{json,md})
+.venv/bin/python -m bench --provider cpu --model ebhi_cbam_efficientnet_lite0 --adapt-model imagenet_lite0_multistage

@@ -92,6 +92,16 @@ def encode(arr_or_img, fmt: str = "PNG", **kwargs) -> bytes:
     return buf.getvalue()
 
 
+def assert_error(response, status: int, code: str | None = None) -> dict:
+    """The JSON error body every 4xx carries: status, code, a message."""
+    assert response.status_code == status, response.text
+    err = response.json()["error"]
+    assert err["status"] == status and err["message"]
+    if code is not None:
+        assert err["code"] == code, err
+    return err
+
+
 def png(arr: np.ndarray) -> bytes:
     return encode(arr, "PNG")
 

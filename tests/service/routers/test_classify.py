@@ -11,7 +11,15 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.service.conftest import CLASSES, SIZE, encode, png, random_rgb, reference_probabilities
+from tests.service.conftest import (
+    CLASSES,
+    SIZE,
+    assert_error,
+    encode,
+    png,
+    random_rgb,
+    reference_probabilities,
+)
 
 
 @pytest.fixture()
@@ -22,15 +30,6 @@ def client(app_factory):
 
 def _files(*blobs: bytes, name: str = "img.png") -> list:
     return [("files", (f"{i}-{name}", b, "image/png")) for i, b in enumerate(blobs)]
-
-
-def assert_error(response, status: int, code: str | None = None) -> dict:
-    assert response.status_code == status, response.text
-    err = response.json()["error"]
-    assert err["status"] == status and err["message"]
-    if code is not None:
-        assert err["code"] == code, err
-    return err
 
 
 def test_classify_matches_eager_pytorch(client, bundles):

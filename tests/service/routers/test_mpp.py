@@ -12,7 +12,15 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from tests.service.conftest import CLASSES, SIZE, TEMPERATURE, make_app, png, reference_probabilities
+from tests.service.conftest import (
+    CLASSES,
+    SIZE,
+    TEMPERATURE,
+    assert_error,
+    make_app,
+    png,
+    reference_probabilities,
+)
 
 PIXEL_SIZE = {"x": 1.0, "y": 0.5, "estimated": False, "source": "test: stated for the tiny bundles"}
 
@@ -60,15 +68,6 @@ def classify(client, arrays, **data) -> list[dict]:
 def probabilities(result: dict) -> np.ndarray:
     by_label = {t["label"]: t["probability"] for t in result["top_k"]}
     return np.asarray([by_label[c] for c in CLASSES])
-
-
-def assert_error(response, status: int, code: str | None = None) -> dict:
-    assert response.status_code == status, response.text
-    err = response.json()["error"]
-    assert err["status"] == status and err["message"]
-    if code is not None:
-        assert err["code"] == code, err
-    return err
 
 
 def test_mpp_rescales_as_the_client_would(client, bundles):
