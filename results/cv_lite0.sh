@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Grouped 5-fold cross-validation of the pretrained headline comparison: CBAM EfficientNet-Lite0 vs
 # its plain twin (same folds, budget and recipe), with the colour+texture baseline and the majority
-# rate evaluated on every fold's test part. Fold 0 of each CBAM run is the served bundle.
+# rate evaluated on every fold's test part. Fold 0 of the EBHI CBAM run is the served EBHI default.
 # Run from the repo root with ../shared/data beside it: bash results/cv_lite0.sh
 set -uo pipefail
 T=".venv/bin/python -m training"
