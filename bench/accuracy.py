@@ -21,6 +21,7 @@ from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 from bundle.datasets import resolve_dataset
 
 from .images import REPO_ROOT, default_data_dir
+from .report import command_line, write_results
 from .servers import free_port, start
 
 
@@ -72,12 +73,9 @@ def main(argv: list[str] | None = None) -> int:
         "macro_f1": f1_score(truth, predicted, average="macro", labels=classes, zero_division=0),
         "majority_rate": float(counts.max() / counts.sum()),
         "manifest_test_balanced_accuracy": manifest.get("metrics", {}).get("test", {}).get("balanced_accuracy"),
-        "command": "python -m bench.accuracy " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": command_line("bench.accuracy", argv),
     }
-    args.results_dir.mkdir(parents=True, exist_ok=True)
-    out = args.results_dir / f"accuracy-{name}-{version}.json"
-    out.write_text(json.dumps(result, indent=1) + "\n")
-    print(json.dumps(result, indent=1))
+    write_results(args.results_dir, f"accuracy-{name}-{version}.json", result)
     return 0
 
 

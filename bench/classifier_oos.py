@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +29,8 @@ from service.runtime import ModelRuntime
 from service.settings import REPO_ROOT, Settings
 from service.slides.tissue import MIN_TISSUE_FRACTION, tissue_fraction
 from service.store import load_bundle
+
+from .report import command_line, write_results
 
 OTHER_DATASET = {"ebhi_seg": "breakhis_200x", "breakhis_200x": "ebhi_seg"}
 BLANK_COLOURS = ((255, 255, 255), (230, 230, 230), (0, 0, 0))
@@ -144,12 +145,9 @@ def main(argv: list[str] | None = None) -> int:
         "flagged_own_wrong": round(float(ood.flags(own[~correct], threshold).mean()), 4) if (~correct).any() else None,
         "flagged_own_right": round(float(ood.flags(own[correct], threshold).mean()), 4) if correct.any() else None,
         "score_median": {k: round(float(np.median(v)), 4) if len(v) else None for k, v in kinds.items()},
-        "command": "python -m bench.classifier_oos " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": command_line("bench.classifier_oos", argv),
     }
-    args.results_dir.mkdir(parents=True, exist_ok=True)
-    out = args.results_dir / f"classifier-oos-{bundle.name}-{bundle.version}.json"
-    out.write_text(json.dumps(result, indent=1) + "\n")
-    print(json.dumps(result, indent=1))
+    write_results(args.results_dir, f"classifier-oos-{bundle.name}-{bundle.version}.json", result)
     return 0
 
 

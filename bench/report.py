@@ -5,8 +5,11 @@ met or missed and never hides a missing figure: a ratio that could not be comput
 """
 from __future__ import annotations
 
+import json
 import math
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -198,3 +201,17 @@ def markdown(results: dict) -> str:
     for note in results.get("notes") or []:
         out.append(f"- note: {note}")
     return "\n".join(out) + "\n"
+
+
+def command_line(module: str, argv: list[str] | None) -> str:
+    """How a bench script was run, for its results file."""
+    return f"python -m {module} " + " ".join(sys.argv[1:] if argv is None else argv)
+
+
+def write_results(results_dir: Path, filename: str, result: dict, indent: int = 1) -> Path:
+    """Write a bench script's results file (and print it): the only record a README figure may cite."""
+    results_dir.mkdir(parents=True, exist_ok=True)
+    out = results_dir / filename
+    out.write_text(json.dumps(result, indent=indent) + "\n")
+    print(json.dumps(result, indent=indent))
+    return out

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
-import json
 import statistics
 import sys
 import tempfile
@@ -25,6 +24,7 @@ import numpy as np
 from PIL import Image
 
 from .images import REPO_ROOT, default_data_dir
+from .report import command_line, write_results
 
 MODEL = "ebhi_cbam_efficientnet_lite0"  # the default classifier (model_store/defaults.json)
 MPP = 1.2  # the EBHI estimate: one 224-px cell is one model field
@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
             job_seconds = time.perf_counter() - started
 
     results = {
-        "command": "python -m bench.slides " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": command_line("bench.slides", argv),
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
         "slide": summary["slide"], "tiling": tiling, "tiles": summary["tiles_classified"],
         "pipeline_tiles_per_second": summary["tiles_per_second"], "pipeline_seconds": summary["seconds"],
@@ -163,10 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         "classify_during_job_requests": len(busy),
         "during_over_idle_p50": round(statistics.median(busy) / statistics.median(idle), 3) if busy else None,
     }
-    args.results_dir.mkdir(parents=True, exist_ok=True)
-    out = args.results_dir / f"slides-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
-    out.write_text(json.dumps(results, indent=2))
-    print(json.dumps(results, indent=2))
+    out = write_results(args.results_dir, f"slides-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json", results,
+                        indent=2)
     print(f"bench.slides: wrote {out}", file=sys.stderr)
     return 0
 

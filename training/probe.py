@@ -21,25 +21,15 @@ from training.engine import autocast, to_device
 C_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)  # inverse L2 strength, picked on the validation split
 
 
-class PooledFeatures(torch.nn.Module):
-    """What the head reads: the spatial mean of the last feature map."""
-
-    def __init__(self, model: torch.nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return global_avg(self.model.features(x))
-
-
 @torch.no_grad()
 def pooled_features(model, loader, device, cfg) -> tuple[np.ndarray, np.ndarray]:
-    pooled = PooledFeatures(model).eval()
+    """What the head reads, the spatial mean of the last feature map, for every image of a loader."""
+    model.eval()
     feats, labels = [], []
     for batch in loader:
         batch = to_device(batch, device, cfg.channels_last)
         with autocast(device, cfg.amp, cfg.cpu_bf16):
-            feats.append(pooled(batch["image"]).float().cpu())
+            feats.append(global_avg(model.features(batch["image"])).float().cpu())
         labels.append(batch["label"].cpu())
     return torch.cat(feats).numpy().astype(np.float64), torch.cat(labels).numpy()
 

@@ -8,6 +8,7 @@ the service itself never does.
 from __future__ import annotations
 
 import io
+import json
 import shutil
 from pathlib import Path
 
@@ -90,6 +91,14 @@ def encode(arr_or_img, fmt: str = "PNG", **kwargs) -> bytes:
     buf = io.BytesIO()
     img.save(buf, format=fmt, **kwargs)
     return buf.getvalue()
+
+
+def edit_manifest(bundle: Path, edit) -> None:
+    """Change a bundle's manifest in place: `edit` mutates the parsed dict (the hashes are not updated)."""
+    path = bundle / "manifest.json"
+    m = json.loads(path.read_text())
+    edit(m)
+    path.write_text(json.dumps(m))
 
 
 def assert_error(response, status: int, code: str | None = None) -> dict:

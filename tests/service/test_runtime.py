@@ -1,8 +1,6 @@
 """ModelRuntime: sessions for a bundle's task graphs, checked against the manifest by the contract's check_io."""
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 
@@ -10,14 +8,7 @@ from bundle import sha256_file
 from service.runtime import ModelRuntime
 from service.settings import Settings
 from service.store import BundleError, load_bundle
-from tests.service.conftest import CLASSES, SIZE
-
-
-def _edit(bundle, edit):
-    path = bundle / "manifest.json"
-    m = json.loads(path.read_text())
-    edit(m)
-    path.write_text(json.dumps(m))
+from tests.service.conftest import CLASSES, SIZE, edit_manifest
 
 
 def test_runs_every_output_of_the_classify_graph(bundles):
@@ -41,7 +32,7 @@ def test_an_embedding_bundle_has_no_gradcam_session(bundles):
 
 def test_a_dtype_the_graph_does_not_have_is_refused(store_copy):
     bundle = store_copy / "tiny_cls" / "1"
-    _edit(bundle, lambda m: m["graphs"]["classify"]["outputs"]["logits"].update(dtype="float16"))
+    edit_manifest(bundle, lambda m: m["graphs"]["classify"]["outputs"]["logits"].update(dtype="float16"))
     with pytest.raises(BundleError, match=r"graph 'classify' outputs do not match the manifest \(logits\)"):
         ModelRuntime(load_bundle(bundle), Settings())
 
@@ -49,6 +40,6 @@ def test_a_dtype_the_graph_does_not_have_is_refused(store_copy):
 def test_a_graph_onnx_runtime_cannot_read_is_refused(store_copy):
     bundle = store_copy / "tiny_cls" / "1"
     (bundle / "model.onnx").write_bytes(b"not an onnx graph")
-    _edit(bundle, lambda m: m["files"].update({"model.onnx": sha256_file(bundle / "model.onnx")}))
+    edit_manifest(bundle, lambda m: m["files"].update({"model.onnx": sha256_file(bundle / "model.onnx")}))
     with pytest.raises(BundleError, match="ONNX Runtime cannot load the graph"):
         ModelRuntime(load_bundle(bundle), Settings())

@@ -1,7 +1,6 @@
 """Bundle discovery and the contract checks: each broken rule refuses the bundle with its reason."""
 from __future__ import annotations
 
-import json
 import shutil
 
 import pytest
@@ -9,13 +8,7 @@ import pytest
 from service.runtime import ModelRuntime
 from service.settings import Settings
 from service.store import BundleError, discover, load_bundle, sha256_file
-
-
-def _edit_manifest(bundle, edit):
-    path = bundle / "manifest.json"
-    m = json.loads(path.read_text())
-    edit(m)
-    path.write_text(json.dumps(m))
+from tests.service.conftest import edit_manifest
 
 
 def test_exported_bundles_load(bundles):
@@ -39,11 +32,11 @@ def _case_missing(b):
 
 
 def _case_name(b):
-    _edit_manifest(b, lambda m: m.update(name="other"))
+    edit_manifest(b, lambda m: m.update(name="other"))
 
 
 def _case_version(b):
-    _edit_manifest(b, lambda m: m.update(version=2))
+    edit_manifest(b, lambda m: m.update(version=2))
 
 
 def _case_json(b):
@@ -51,15 +44,15 @@ def _case_json(b):
 
 
 def _case_task(b):
-    _edit_manifest(b, lambda m: m.update(task="segmentation"))
+    edit_manifest(b, lambda m: m.update(task="segmentation"))
 
 
 def _case_std(b):
-    _edit_manifest(b, lambda m: m["preprocessing"].update(std=[0.2, 0.0, 0.2]))
+    edit_manifest(b, lambda m: m["preprocessing"].update(std=[0.2, 0.0, 0.2]))
 
 
 def _case_classes(b):
-    _edit_manifest(b, lambda m: m.update(classes=["a", "b"]))
+    edit_manifest(b, lambda m: m.update(classes=["a", "b"]))
 
 
 @pytest.mark.parametrize("damage,reason", [
@@ -91,7 +84,7 @@ def test_graph_signature_must_match_the_manifest(store_copy):
         m["graphs"]["classify"]["outputs"]["embedding"].update(dims=[-1, 999])
         m["embedding"]["dim"] = 999
 
-    _edit_manifest(bundle, edit)
+    edit_manifest(bundle, edit)
     b = load_bundle(bundle)  # the manifest alone is consistent...
     with pytest.raises(BundleError, match=r"graph 'classify' outputs do not match the manifest \(embedding\)"):
         ModelRuntime(b, Settings())
