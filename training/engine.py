@@ -72,3 +72,12 @@ def predict(model, loader, device, amp: bool, cpu_bf16: bool = False, tta: bool 
         logits.append(out.float().cpu())
         labels.append(batch["label"].cpu())
     return torch.cat(logits).numpy(), torch.cat(labels).numpy()
+
+
+def set_train_mode(model: torch.nn.Module, freeze_bn: bool) -> None:
+    """Train mode; with freeze_bn, BatchNorm keeps using (and no longer updates) its running statistics."""
+    model.train()
+    if freeze_bn:
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.eval()

@@ -21,7 +21,7 @@ from tqdm import tqdm
 import models
 from training.config import TrainConfig, save_config
 from training.distributed import DataParallelForward, World, barrier, init_world, shutdown
-from training.engine import autocast, pick_device, predict, seed_everything, to_device
+from training.engine import autocast, pick_device, predict, seed_everything, set_train_mode, to_device
 from training.loaders import class_counts, eval_loader, make_loaders
 from training.losses import build_criterion
 from training.metrics import classification_metrics, probabilities
@@ -73,15 +73,6 @@ def get_lr(cfg: TrainConfig, epoch: int) -> float:
 
 
 # ----------------------------------------------------------------------------- one pass
-
-
-def set_train_mode(model: torch.nn.Module, freeze_bn: bool) -> None:
-    """Train mode; with freeze_bn, BatchNorm keeps using (and no longer updates) its running statistics."""
-    model.train()
-    if freeze_bn:
-        for m in model.modules():
-            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-                m.eval()
 
 
 def train_step(forward, model, batch, criterion, optimizer, scaler, cfg, device, epoch: int):

@@ -15,7 +15,8 @@ import models
 from training.config import load_config
 from training.distributed import DataParallelForward, init_world, shutdown
 from training.losses import build_criterion
-from training.train import make_optimizer, set_train_mode, train_step
+from training.engine import set_train_mode
+from training.train import make_optimizer, train_step
 
 from .test_train import TINY
 from .test_train import colour_folder as colour_folder  # noqa: F401  (a fixture, used by name)

@@ -31,7 +31,7 @@ class FewShotConfig:
     backbone_args: dict = field(default_factory=dict)  # e.g. widths, channel_attention, spatial_attention
     init: str | None = None                 # "imagenet" or a state-dict file/URL for the backbone, before meta-training
     image_size: int = 84                    # images are decoded once at this size and kept as uint8
-    train: DataSplit | None = None          # meta-training classes
+    train: list[DataSplit] = field(default_factory=list)  # meta-training class pools; episode i from pool i % len
     tests: list[DataSplit] = field(default_factory=list)  # unseen-class test sets (and cross-dataset)
     n_way: int = 3                          # train and test way (a MAML head has a fixed width)
     k_shot: int = 5                         # shots while meta-training
@@ -42,6 +42,10 @@ class FewShotConfig:
     weight_decay: float = 0.0
     lr_decay_every: int = 0                 # halve the lr every this many episodes (0: never)
     augment: bool = True                    # flips and 90-degree rotations of training images
+    trainable: list[str] = field(default_factory=list)  # backbone parameter-name prefixes to meta-train (empty: all)
+    freeze_bn: bool = False                 # BatchNorm keeps its (pretrained) statistics while meta-training
+    cpu_bf16: bool = False                  # bfloat16 autocast while meta-training, on CPUs that compute it natively
+    channels_last: bool = False             # NHWC batches (faster oneDNN convolutions)
     eval_shots: list[int] = field(default_factory=lambda: [1, 5])
     eval_episodes: int = 600                # test episodes per (test set, shot); the 95% CI needs many
     seed: int = 0
@@ -57,20 +61,22 @@ class FewShotConfig:
         if unknown:
             raise ValueError(f"unknown few-shot config keys {unknown}; known: {sorted(known)}")
         d = dict(d)
-        if d.get("train") is not None:
-            d["train"] = DataSplit(**d["train"])
+        train = d.get("train") or []
+        d["train"] = [DataSplit(**t) for t in ([train] if isinstance(train, dict) else train)]  # one split: older configs
         d["tests"] = [DataSplit(**t) for t in d.get("tests", [])]
         cfg = cls(**d)
         cfg.validate()
         return cfg
 
     def validate(self) -> None:
-        if self.train is None:
-            raise ValueError("the config needs a 'train' split (dataset and meta-training classes)")
+        if not self.train:
+            raise ValueError("the config needs a 'train' split (dataset and meta-training classes), or a list of them")
         for t in self.tests:
-            if t.dataset == self.train.dataset and set(t.classes) & set(self.train.classes):
-                raise ValueError(f"test set {t.name!r} shares classes {sorted(set(t.classes) & set(self.train.classes))} "
-                                 "with meta-training: the test would not be on unseen classes")
+            for split in self.train:
+                shared = sorted(set(t.classes) & set(split.classes))
+                if t.dataset == split.dataset and shared:
+                    raise ValueError(f"test set {t.name!r} shares classes {shared} with meta-training split "
+                                     f"{split.name!r}: the test would not be on unseen classes")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -41,8 +41,9 @@ class _Embed(nn.Module):
 class DualAttentionMeta(FewShotMethod):
     def __init__(self, backbone, n_way: int, inner_lr: float = 0.01, inner_steps: int = 1,
                  inner_steps_test: int | None = None, first_order: bool = True,
-                 adapt_prefixes: list[str] | None = None) -> None:
+                 adapt_prefixes: list[str] | None = None, scale: float = 1.0) -> None:
         super().__init__(backbone, n_way)
+        self.scale = scale
         self.net = _Embed(backbone)
         self.inner_lr, self.inner_steps, self.first_order = inner_lr, inner_steps, first_order
         self.inner_steps_test = inner_steps_test if inner_steps_test is not None else inner_steps
@@ -54,7 +55,7 @@ class DualAttentionMeta(FewShotMethod):
 
         def support_loss(p: Params) -> torch.Tensor:
             emb = functional_call(self.net, p, (sx,))
-            return nn.functional.cross_entropy(proto_logits(emb, sy, emb, n_way), sy)
+            return nn.functional.cross_entropy(proto_logits(emb, sy, emb, n_way, self.scale), sy)
 
         with torch.enable_grad():
             return adapt(adaptable_params(self.net, self.adapt_prefixes), support_loss, steps, self.inner_lr,
@@ -63,7 +64,7 @@ class DualAttentionMeta(FewShotMethod):
     def predict(self, sx, sy, qx, n_way: int) -> torch.Tensor:
         params = self._adapted(sx, sy, n_way)  # zero steps: the meta-learned parameters themselves
         emb = functional_call(self.net, params, (torch.cat([sx, qx]),))
-        logits = proto_logits(emb[: len(sx)], sy, emb[len(sx):], n_way)
+        logits = proto_logits(emb[: len(sx)], sy, emb[len(sx):], n_way, self.scale)
         return logits if self.training else logits.detach()
 
     def encodes_independently(self) -> bool:
@@ -73,4 +74,4 @@ class DualAttentionMeta(FewShotMethod):
         return self.backbone.embed(x)
 
     def predict_encoded(self, se, sy, qe, n_way: int) -> torch.Tensor:
-        return proto_logits(se, sy, qe, n_way)
+        return proto_logits(se, sy, qe, n_way, self.scale)

@@ -47,9 +47,11 @@ def export_embedding(run_dir, store, name: str, version: int | None = None) -> P
         report = json.loads(eval_file.read_text())
         metrics["fewshot"] = {f"{r['test']}_{r['n_way']}way_{r['k_shot']}shot": {
             "accuracy": r["accuracy"], "ci95": r["ci95"], "episodes": r["episodes"]} for r in report["results"]}
-    classes = list(cfg.train.classes)
-    train_data = dict(ckpt.get("train_data") or {})
-    train_data.pop("root", None)  # a machine's path; `dataset` names the folder under the data directory
+    classes = [c for split in cfg.train for c in split.classes]
+    train_data = ckpt.get("train_data") or []
+    # a machine's path is left out: `dataset` names the folder under the data directory
+    train_data = [{k: v for k, v in d.items() if k != "root"} for d in
+                  (train_data if isinstance(train_data, list) else [train_data])]
     return export_bundle(
         net, store, name, classes=classes, task="embedding",
         input_size=(cfg.image_size, cfg.image_size), mean=ckpt.get("mean"), std=ckpt.get("std"),
@@ -58,8 +60,8 @@ def export_embedding(run_dir, store, name: str, version: int | None = None) -> P
         embedding=_embedding_description(cfg),
         extra_manifest={
             "recipe": f"few-shot {cfg.method} on {cfg.backbone} {cfg.backbone_args}, meta-trained "
-                      f"{cfg.episodes} episodes {cfg.n_way}-way {cfg.k_shot}-shot on {cfg.train.dataset} "
-                      f"{cfg.train.classes}",
+                      f"{cfg.episodes} episodes {cfg.n_way}-way {cfg.k_shot}-shot on "
+                      + "; ".join(f"{split.dataset} {split.classes}" for split in cfg.train),
             "training": cfg.to_dict(),
             "split": {"description": "meta-train classes vs unseen test classes (class-disjoint); "
                                      "episodes keep patients/specimens apart where a class has several",

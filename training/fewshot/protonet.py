@@ -27,18 +27,24 @@ def squared_euclidean(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a[:, None, :] - b[None, :, :]).pow(2).sum(-1)
 
 
-def proto_logits(support_emb, support_labels, query_emb, n_way: int) -> torch.Tensor:
-    return -squared_euclidean(query_emb, prototypes(support_emb, support_labels, n_way))
+def proto_logits(support_emb, support_labels, query_emb, n_way: int, scale: float = 1.0) -> torch.Tensor:
+    """`scale` sharpens the softmax: an L2-normalised embedding keeps distances within a few units, where
+    cross-entropy stays near log(n_way) and meta-training barely separates the classes."""
+    return -scale * squared_euclidean(query_emb, prototypes(support_emb, support_labels, n_way))
 
 
 @register_method("protonet")
 class ProtoNet(FewShotMethod):
     """Embedding `backbone.embed(x)`; nothing else is learned."""
 
+    def __init__(self, backbone, n_way: int, scale: float = 1.0) -> None:
+        super().__init__(backbone, n_way)
+        self.scale = scale
+
     def predict(self, sx, sy, qx, n_way: int) -> torch.Tensor:
         # One forward for support and query: BatchNorm sees the whole episode, as in the reference code.
         emb = self.backbone.embed(torch.cat([sx, qx]))
-        return proto_logits(emb[: len(sx)], sy, emb[len(sx):], n_way)
+        return proto_logits(emb[: len(sx)], sy, emb[len(sx):], n_way, self.scale)
 
     def encodes_independently(self) -> bool:
         return True
@@ -47,4 +53,4 @@ class ProtoNet(FewShotMethod):
         return self.backbone.embed(x)
 
     def predict_encoded(self, se, sy, qe, n_way: int) -> torch.Tensor:
-        return proto_logits(se, sy, qe, n_way)
+        return proto_logits(se, sy, qe, n_way, self.scale)

@@ -9,30 +9,38 @@ import numpy as np
 import torch
 
 from training.distributed import World, average_gradients, init_world, shutdown
+from training.engine import autocast, set_train_mode
 
 from .bank import load_bank
 from .build import build_method, normalisation, save_checkpoint
 from .config import FewShotConfig
 
 
-def episode_step(method, bank, sampler, indices, mean, std, cfg: FewShotConfig, rng, world: World) -> list[tuple]:
-    """Gradients of one meta-batch: this rank's episodes, each loss / meta_batch, then the mean over ranks."""
+def episode_step(method, tasks, indices, mean, std, cfg: FewShotConfig, rng, world: World) -> list[tuple]:
+    """Gradients of one meta-batch: this rank's episodes, each loss / meta_batch, then the mean over ranks.
+
+    `tasks` holds one (bank, sampler) per training split; episode i comes from split i % len(tasks), so an
+    episode never mixes datasets (a cross-dataset episode is solved by colour alone)."""
     stats = []
+    layout = torch.channels_last if cfg.channels_last else torch.contiguous_format
     for index in indices:
-        ep = sampler.episode(index)
-        sx = bank.batch(ep.support, mean, std, cfg.augment, rng, cfg.device)
-        qx = bank.batch(ep.query, mean, std, cfg.augment, rng, cfg.device)
+        bank, sampler = tasks[index % len(tasks)]
+        ep = sampler.episode(index // len(tasks))
+        sx = bank.batch(ep.support, mean, std, cfg.augment, rng, cfg.device).contiguous(memory_format=layout)
+        qx = bank.batch(ep.query, mean, std, cfg.augment, rng, cfg.device).contiguous(memory_format=layout)
         sy = torch.as_tensor(ep.support_labels, device=cfg.device)
         qy = torch.as_tensor(ep.query_labels, device=cfg.device)
-        loss, logits = method.loss(sx, sy, qx, qy, cfg.n_way)
-        (loss / cfg.meta_batch).backward()
+        with autocast(torch.device(cfg.device), cfg.device != "cpu", cfg.cpu_bf16):
+            loss, logits = method.loss(sx, sy, qx, qy, cfg.n_way)
+        (loss.float() / cfg.meta_batch).backward()
         stats.append((loss.item(), (logits.argmax(1) == qy).float().mean().item()))
     average_gradients(method, world)
     return stats
 
 
-def meta_train(cfg: FewShotConfig, out_dir, bank=None, resume: bool = False) -> Path:
-    """Meta-train `cfg.method` on `cfg.train`'s classes; writes checkpoint.pt and log.jsonl in `out_dir`.
+def meta_train(cfg: FewShotConfig, out_dir, banks=None, resume: bool = False) -> Path:
+    """Meta-train `cfg.method` on the classes of `cfg.train`'s splits (`banks`: their images, loaded when
+    None); writes checkpoint.pt and log.jsonl in `out_dir`.
 
     Under torchrun each rank takes its own episodes of every meta-batch (so a step sees meta_batch x
     world size episodes), gradients are averaged over ranks, and rank 0 alone writes. `last.pt`
@@ -40,26 +48,36 @@ def meta_train(cfg: FewShotConfig, out_dir, bank=None, resume: bool = False) -> 
     """
     world = init_world(cfg.device)
     try:
-        return _meta_train(cfg, Path(out_dir), bank, resume, world)
+        return _meta_train(cfg, Path(out_dir), banks, resume, world)
     finally:
         shutdown(world)
 
 
-def _meta_train(cfg: FewShotConfig, out: Path, bank, resume: bool, world: World) -> Path:
+def _meta_train(cfg: FewShotConfig, out: Path, banks, resume: bool, world: World) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    bank = bank or load_bank(cfg.train, cfg.image_size)
-    sampler = bank.sampler(cfg.n_way, cfg.k_shot, cfg.q_query, seed=cfg.seed)
+    banks = banks or [load_bank(split, cfg.image_size) for split in cfg.train]
+    tasks = [(bank, bank.sampler(cfg.n_way, cfg.k_shot, cfg.q_query, seed=cfg.seed)) for bank in banks]
     method = build_method(cfg)
     if cfg.init:
         from training.weights import load_init_weights
 
         load_init_weights(method.backbone, cfg.init)
+    if cfg.trainable:
+        # Only the named parts learn: the frozen early stages run without a graph, and keep what pretraining
+        # learned (all of it transfers; the late stages are the ImageNet-specific part).
+        for name, p in method.backbone.named_parameters():
+            p.requires_grad_(name.startswith(tuple(cfg.trainable)))
+        if not any(p.requires_grad for p in method.backbone.parameters()):
+            raise ValueError(f"trainable {cfg.trainable}: no backbone parameter starts with these prefixes")
     method = method.to(cfg.device)
+    if cfg.channels_last:
+        method = method.to(memory_format=torch.channels_last)
     mean, std = normalisation(method)
-    opt = torch.optim.Adam(method.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.Adam([p for p in method.parameters() if p.requires_grad], lr=cfg.lr,
+                           weight_decay=cfg.weight_decay)
     rng = np.random.default_rng(cfg.seed + world.rank)  # each rank its own augmentation draws
     first_step, elapsed = 0, 0.0
     if resume and (out / "last.pt").is_file():
@@ -72,7 +90,7 @@ def _meta_train(cfg: FewShotConfig, out: Path, bank, resume: bool, world: World)
         (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
     log = open(out / "log.jsonl", "a" if first_step else "w") if main else None
     start, losses, accs = time.time() - elapsed, [], []
-    method.train()
+    set_train_mode(method, cfg.freeze_bn)
     per_step = cfg.meta_batch * world.size
     for step in range(first_step, cfg.episodes // per_step):
         # lr: step decay
@@ -82,7 +100,7 @@ def _meta_train(cfg: FewShotConfig, out: Path, bank, resume: bool, world: World)
         # forward / backward over a meta-batch of episodes (this rank's share), then one outer step
         opt.zero_grad(set_to_none=True)
         indices = [(step * cfg.meta_batch + b) * world.size + world.rank for b in range(cfg.meta_batch)]
-        for loss, acc in episode_step(method, bank, sampler, indices, mean, std, cfg, rng, world):
+        for loss, acc in episode_step(method, tasks, indices, mean, std, cfg, rng, world):
             losses.append(loss)
             accs.append(acc)
         opt.step()
@@ -100,7 +118,8 @@ def _meta_train(cfg: FewShotConfig, out: Path, bank, resume: bool, world: World)
     # checkpoint: config + backbone args + weights, enough to rebuild without the config file
     if main:
         save_checkpoint(out / "checkpoint.pt", method.cpu(), cfg, extra={
-            "train_data": bank.description, "shared_group_classes": sampler.shared_group_classes,
+            "train_data": [bank.description for bank in banks],
+            "shared_group_classes": sorted({c for _, sampler in tasks for c in sampler.shared_group_classes}),
             "train_seconds": round(time.time() - start, 1), "mean": list(mean), "std": list(std),
             "world_size": world.size})
         log.close()

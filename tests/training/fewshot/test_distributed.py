@@ -36,10 +36,10 @@ def _free_port() -> int:
 
 def _grads(cfg: FewShotConfig, data_root, indices, world: World) -> dict:
     torch.manual_seed(0)
-    bank = load_bank(cfg.train, cfg.image_size, root=Path(data_root))
+    bank = load_bank(cfg.train[0], cfg.image_size, root=Path(data_root))
     method = build_method(cfg)
     mean, std = normalisation(method)
-    episode_step(method, bank, bank.sampler(cfg.n_way, cfg.k_shot, cfg.q_query, seed=0), indices, mean, std, cfg,
+    episode_step(method, [(bank, bank.sampler(cfg.n_way, cfg.k_shot, cfg.q_query, seed=0))], indices, mean, std, cfg,
                  np.random.default_rng(0), world)
     return {n: p.grad.clone() for n, p in method.named_parameters() if p.grad is not None}
 

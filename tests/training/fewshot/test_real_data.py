@@ -18,7 +18,7 @@ def test_protonet_with_the_dual_attention_embedding_beats_chance_on_unseen_ebhi_
                    "classes": ["high_grade_in", "normal", "serrated_adenoma"]}],
         "n_way": 3, "k_shot": 5, "q_query": 5, "episodes": 120, "lr": 0.002, "log_every": 40, "seed": 0,
     })
-    ckpt = meta_train(cfg, tmp_path / "run", bank=load_bank(cfg.train, cfg.image_size, root=ebhi_dir.parent))
+    ckpt = meta_train(cfg, tmp_path / "run", banks=[load_bank(cfg.train[0], cfg.image_size, root=ebhi_dir.parent)])
     method, _, saved = load_checkpoint(ckpt)
     test = load_bank(cfg.tests[0], cfg.image_size, root=ebhi_dir.parent)
     r = evaluate_method(method, test, 3, 5, 10, episodes=200, mean=saved["mean"], std=saved["std"])
