@@ -58,9 +58,10 @@ def softmax_neg(d: np.ndarray, temperature: float) -> np.ndarray:
 
 
 def softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=1, keepdims=True)
+    """Over the last axis (classes)."""
+    z = z - z.max(axis=-1, keepdims=True)
     ez = np.exp(z)
-    return ez / ez.sum(axis=1, keepdims=True)
+    return ez / ez.sum(axis=-1, keepdims=True)
 
 
 def l2_normalise(x: np.ndarray) -> np.ndarray:
@@ -204,10 +205,8 @@ def _class_means(x: np.ndarray, y: np.ndarray, n_classes: int) -> np.ndarray:
 
 
 def fit_head(kind: str, embeddings: np.ndarray, y: np.ndarray, n_classes: int, *, distance: str = "squared_euclidean",
-             temperature: float = 1.0, warm: Head | None = None) -> Head:
-    """Fit one head on (N, D) embeddings with integer labels y in [0, n_classes).
-
-    `warm`: a logistic head to start from (the whole support set's, when leaving images out)."""
+             temperature: float = 1.0) -> Head:
+    """Fit one head on (N, D) embeddings with integer labels y in [0, n_classes)."""
     e = np.asarray(embeddings, dtype=np.float64)
     y = np.asarray(y, dtype=np.int64)
     if kind == PROTOTYPE:
@@ -217,59 +216,105 @@ def fit_head(kind: str, embeddings: np.ndarray, y: np.ndarray, n_classes: int, *
         mean = e.mean(axis=0)
         protos = l2_normalise(_class_means(l2_normalise(e - mean), y, n_classes))
         return Head(kind, {"mean": _f32(mean), "prototypes": _f32(protos)}, {"scale": COSINE_SCALE})
-    z = l2_normalise(e)
-    protos = l2_normalise(_class_means(z, y, n_classes))
     if kind == COSINE:
-        return Head(kind, {"prototypes": _f32(protos)}, {"scale": COSINE_SCALE})
+        return Head(kind, {"prototypes": _f32(l2_normalise(_class_means(l2_normalise(e), y, n_classes)))},
+                    {"scale": COSINE_SCALE})
     if kind == LOGISTIC:
-        init = None if warm is None else (warm.arrays["weights"].astype(np.float64), warm.arrays["bias"].astype(np.float64))
-        # a warm start is a held-out fit: its predictions need far less precision than the final head
-        weights, bias = fit_logistic(z, y, n_classes, c=LOGISTIC_C, init=init, tol=1e-6 if warm is None else 1e-3)
-        return Head(kind, {"weights": _f32(weights), "bias": _f32(bias), "prototypes": _f32(protos)},
-                    {"C": LOGISTIC_C, "features": "l2-normalised embedding"})
+        return held_out_logistic_heads(e, y, n_classes, np.ones((1, len(y)), dtype=bool))[0]
     raise ValueError(f"head {kind!r} is not one of {HEADS}")
+
+
+def held_out_logistic_heads(embeddings: np.ndarray, y: np.ndarray, n_classes: int, keep: np.ndarray,
+                            warm: Head | None = None) -> list[Head]:
+    """One logistic head per row of `keep` (F, N), each fitted on the images that row keeps, all at once.
+
+    `warm`: the head fitted on the whole support set, to start from; a warm-started fit is a held-out
+    one, whose predictions need far less precision than the final head."""
+    z = l2_normalise(np.asarray(embeddings, dtype=np.float64))
+    init = None if warm is None else (warm.arrays["weights"].astype(np.float64), warm.arrays["bias"].astype(np.float64))
+    weights, bias = fit_logistic(z, y, n_classes, c=LOGISTIC_C, keep=keep, init=init,
+                                 tol=1e-6 if warm is None else 1e-3)
+    return [Head(LOGISTIC, {"weights": _f32(w), "bias": _f32(b),
+                            "prototypes": _f32(l2_normalise(_class_means(z[rows], y[rows], n_classes)))},
+                 {"C": LOGISTIC_C, "features": "l2-normalised embedding"})
+            for w, b, rows in zip(weights, bias, keep, strict=True)]
 
 
 def _f32(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
-def fit_logistic(x: np.ndarray, y: np.ndarray, n_classes: int, *, c: float, tol: float = 1e-6,
-                 max_iter: int = 5000, init: tuple[np.ndarray, np.ndarray] | None = None,
+def fit_logistic(x: np.ndarray, y: np.ndarray, n_classes: int, *, c: float, keep: np.ndarray | None = None,
+                 tol: float = 1e-6, max_iter: int = 5000, init: tuple[np.ndarray, np.ndarray] | None = None,
                  ) -> tuple[np.ndarray, np.ndarray]:
     """Multinomial logistic regression: argmin 0.5 |W|^2 + c * sum_i CE(softmax(W x_i + b), y_i).
 
     scikit-learn's `LogisticRegression(C=c)` objective (the intercept is not penalised). Solved by
     Nesterov's accelerated gradient on the mean loss, step 1/L with L the curvature bound
     0.5 * lambda_max(X^T X) / n + 1/(c n), until the largest gradient entry is below `tol`
-    relative to the penalty. `init` (weights, bias) warm-starts it, e.g. from the fit on the whole
-    support set when leaving one image out. Returns weights (K, D) and bias (K,), the bias centred
-    (the softmax does not see a constant shift of it).
+    relative to the penalty (the weights' gradient by its norm). `init` (weights, bias) warm-starts it,
+    e.g. from the fit on the whole support set when leaving images out. Returns weights (K, D) and bias
+    (K,), the bias centred (the softmax does not see a constant shift of it).
+
+    `keep` (F, N) bool: F problems at once, each on the rows it keeps (leave-one-out fits the support
+    set N times); weights (F, K, D) and bias (F, K) then. A support set has far fewer images than
+    dimensions, and every step moves W by a combination of the rows of X and a shrinking of where it
+    started, so the iterates are kept as W = s * W0 + A X (A: K x N): the same iterates as on W, at
+    N / D of the cost per step, and all F problems share each numpy call.
     """
     x = np.asarray(x, dtype=np.float64)
     n, d = x.shape
-    xa = np.hstack([x, np.ones((n, 1))])
+    single = keep is None
+    mask = (np.ones((1, n)) if single else np.asarray(keep, dtype=np.float64))[:, :, None]  # (F, N, 1)
+    rows = mask.sum(axis=1)[:, :, None]  # (F, 1, 1) images each problem fits
     onehot = np.eye(n_classes)[np.asarray(y, dtype=np.int64)]
-    lam = 1.0 / (c * n)
-    penalty = np.ones((d + 1, 1))
-    penalty[-1] = 0.0  # the intercept row
-    curvature = 0.5 * np.linalg.norm(xa, 2) ** 2 / n + lam
+    lam = 1.0 / (c * rows)
+    gram = x @ x.T
+    # lambda_max of [X 1]^T [X 1] is that of the N x N matrix X X^T + 1 (an SVD of the N x D matrix costs
+    # seconds when BLAS threads contend with ONNX Runtime's); a subset's is no larger
+    curvature = 0.5 * np.linalg.eigvalsh(gram + 1.0)[-1] / rows + lam
     q = np.sqrt(lam / curvature)
     momentum = (1.0 - q) / (1.0 + q)
+    w0 = np.zeros((n_classes, d)) if init is None else np.asarray(init[0], dtype=np.float64)
+    start_logits = x @ w0.T  # (N, K): X W0^T, fixed
+    w0_sq = float((w0**2).sum())
+    b0 = np.zeros(n_classes) if init is None else np.asarray(init[1], dtype=np.float64)
+    # state: s (F, 1, 1), A (F, K, N), b (F, 1, K)
+    theta = (np.ones_like(rows), np.zeros((len(mask), n_classes, n)), np.broadcast_to(b0, (len(mask), 1, n_classes)))
 
-    def gradient(theta: np.ndarray) -> np.ndarray:
-        return xa.T @ (softmax(xa @ theta) - onehot) / n + lam * penalty * theta
+    def residual(state: tuple) -> np.ndarray:  # d(mean loss)/d(logits), (F, N, K)
+        s, a, b = state
+        return (softmax(s * start_logits + (a @ gram).transpose(0, 2, 1) + b) - onehot) * mask / rows
 
-    theta = np.zeros((d + 1, n_classes)) if init is None else np.vstack([init[0].T, init[1][None, :]])
+    def step(state: tuple) -> tuple:  # one gradient step of size 1/L
+        s, a, b = state
+        r = residual(state)
+        return (s * (1.0 - lam / curvature), a - (r.transpose(0, 2, 1) + lam * a) / curvature,
+                b - r.sum(axis=1, keepdims=True) / curvature)
+
+    def weights(state: tuple) -> np.ndarray:  # (F, K, D)
+        s, a, _ = state
+        return s * w0 + a @ x
+
     look = theta
-    for step in range(max_iter):
-        new = look - gradient(look) / curvature
-        look = new + momentum * (new - theta)
+    for i in range(max_iter):
+        new = step(look)
+        look = tuple(nw + momentum * (nw - old) for nw, old in zip(new, theta, strict=True))
         theta = new
-        if step % 10 == 9 and np.abs(gradient(theta)).max() < tol * lam:
-            break
-    weights, bias = theta[:-1].T, theta[-1]
-    return weights, bias - bias.mean()
+        if i % 10 == 9:
+            # the gradient on W is M X + lam s W0 with M = R^T + lam A; its Frobenius norm (at least its largest
+            # entry) from N x N products: |M X|^2 = tr(M G M^T), <M X, W0> = <M, (X W0^T)^T>
+            s, a, _ = theta
+            r = residual(theta)
+            m = r.transpose(0, 2, 1) + lam * a
+            c_w0 = lam * s[:, 0, 0]
+            grad_w = np.sqrt(np.maximum(((m @ gram) * m).sum(axis=(1, 2)) + 2.0 * c_w0 * (m * start_logits.T).sum(axis=(1, 2))
+                                        + c_w0**2 * w0_sq, 0.0))
+            if (np.maximum(grad_w, np.abs(r.sum(axis=1)).max(axis=1)) < tol * lam[:, 0, 0]).all():
+                break
+    w, bias = weights(theta), theta[2][:, 0, :]
+    bias = bias - bias.mean(axis=1, keepdims=True)
+    return (w[0], bias[0]) if single else (w, bias)
 
 
 # --- choosing a head on the support set
@@ -303,12 +348,13 @@ def cross_validate(kind: str, embeddings: np.ndarray, y: np.ndarray, groups: np.
     folds, method = _folds(y, groups)
     correct = 0
     own: list[np.ndarray] = []
-    warm = None
+    outs = [np.isin(groups, held) for held in folds]
     if kind == LOGISTIC and folds:
         warm = full if full is not None else fit_head(kind, embeddings, y, n_classes, **params)
-    for held in folds:
-        out = np.isin(groups, held)
-        head = fit_head(kind, embeddings[~out], y[~out], n_classes, warm=warm, **params)
+        heads = held_out_logistic_heads(embeddings, y, n_classes, ~np.stack(outs), warm)
+    else:
+        heads = [fit_head(kind, embeddings[~out], y[~out], n_classes, **params) for out in outs]
+    for out, head in zip(outs, heads, strict=True):
         predicted = np.argmax(head.logits(embeddings[out]), axis=1)
         correct += int((predicted == y[out]).sum())
         own.append(head.distances(embeddings[out])[np.arange(int(out.sum())), y[out]])
