@@ -28,6 +28,7 @@ from torch import nn
 from ._base import Network, check_num_classes
 from ._registry import register_model
 from .layers import create_attn, global_avg
+from .layers.activation_attention import attention_map
 
 __all__ = ["EfficientNetLite", "imagenet_state_dict"]
 
@@ -216,14 +217,25 @@ class EfficientNetLite(Network):
         """The head conv's map; with feature_stages, those stages' maps average-pooled to its grid and
         concatenated before it, so that the head, and Grad-CAM through it, read mid-level texture too
         (it transfers across tissues better than the ImageNet-specific last layer alone)."""
-        if not self.feature_stages:
-            *_, (_, last_stage) = self._stages(x)
-            return self._head_conv(last_stage)
-        stages = dict(self._stages(x))
+        return self._features(dict(self._stages(x)))[0]
+
+    def _features(self, stages: dict[int, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """features() from the stage maps, and the head conv's map alone."""
         last = self._head_conv(stages[len(LITE_STAGES) - 1])
+        if not self.feature_stages:
+            return last, last
         grid = last.shape[-2:]
         mids = [F.adaptive_avg_pool2d(stages[s], grid) for s in self.feature_stages]
-        return torch.cat([*mids, last], dim=1)
+        return torch.cat([*mids, last], dim=1), last
+
+    def forward_aux(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Logits, and the activation attention maps teacher attention distillation compares: att4 from
+        stage 4 (stride 16, where the mask teaches) and att5 from the head conv (stride 32, the map
+        Grad-CAM explains), upsampled to att4's grid."""
+        stages = dict(self._stages(x))
+        feats, last = self._features(stages)
+        att4 = attention_map(stages[4])
+        return self.head(feats), {"att4": att4, "att5": attention_map(last, size=tuple(att4.shape[-2:]))}
 
     def head(self, feats: torch.Tensor) -> torch.Tensor:
         x = global_avg(feats)

@@ -22,6 +22,16 @@ def activation_map(x: torch.Tensor, p: float = 2.0) -> torch.Tensor:
     return x.abs().pow(p).sum(dim=1)
 
 
+def attention_map(x: torch.Tensor, size: tuple[int, int] | None = None, p: float = 2.0,
+                  eps: float = 1e-6) -> torch.Tensor:
+    """g(A) upsampled to `size` (default: x's own), L2-normalised per image: (B, H, W)."""
+    g = activation_map(x, p)
+    if size is not None:
+        g = F.interpolate(g.unsqueeze(1), size=size, mode="bilinear", align_corners=False).squeeze(1)
+    flat = g.flatten(1)
+    return (flat / (flat.norm(dim=1, keepdim=True) + eps)).view_as(g)
+
+
 class ActivationAttention(nn.Module):
     def __init__(self, channels: int, p: float = 2.0, eps: float = 1e-6):
         super().__init__()
@@ -34,12 +44,7 @@ class ActivationAttention(nn.Module):
         self.eps = eps
 
     def attention_map(self, x: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
-        """g(A) upsampled to `size` (default: x's own), L2-normalised per image: (B, H, W)."""
-        g = activation_map(x, self.p)
-        if size is not None:
-            g = F.interpolate(g.unsqueeze(1), size=size, mode="bilinear", align_corners=False).squeeze(1)
-        flat = g.flatten(1)
-        return (flat / (flat.norm(dim=1, keepdim=True) + self.eps)).view_as(g)
+        return attention_map(x, size, self.p, self.eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         g = activation_map(x, self.p)

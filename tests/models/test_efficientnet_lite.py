@@ -101,6 +101,26 @@ def test_feature_stages_put_pooled_mid_level_maps_beside_the_last():
     assert multi(x).shape == (2, 3) and multi.get_classifier().in_features == 1584
 
 
+def test_teacher_attention_distillation_reaches_the_stages_it_names():
+    """forward_aux: the logits of forward, att4 from stage 4 and att5 from the head conv on att4's grid;
+    the mask term trains the trunk up to stage 4 and not the head conv, which only the self term reaches."""
+    from training.losses import attention_distillation
+
+    torch.manual_seed(0)
+    net = models.create_model("cbam_efficientnet_lite0", num_classes=3, feature_stages=(4,)).eval()
+    x = torch.randn(2, 3, 64, 64)
+    logits, aux = net.forward_aux(x)
+    torch.testing.assert_close(logits, net(x))
+    assert aux["att4"].shape == aux["att5"].shape == (2, 4, 4)
+    mask = torch.zeros(2, 64, 64)
+    mask[:, :32] = 1.0
+    teacher, self_term = attention_distillation(aux["att4"], aux["att5"], mask)
+    teacher.backward(retain_graph=True)
+    assert net._blocks[0]._depthwise_conv.weight.grad.abs().sum() > 0 and net._conv_head.weight.grad is None
+    self_term.backward()
+    assert net._conv_head.weight.grad.abs().sum() > 0
+
+
 def test_same_padding_matches_tensorflow_at_stride_two():
     """TF "SAME" pads the extra pixel at the end: a 3x3/2 conv on 224 px gives 112 px with pad (0, 1)."""
     from models.efficientnet_lite import Conv2dSame
