@@ -14,8 +14,8 @@ import torch
 import models
 from training.config import load_config
 from training.distributed import DataParallelForward, init_world, shutdown
-from training.losses import build_criterion
 from training.engine import set_train_mode
+from training.losses import build_criterion
 from training.train import make_optimizer, train_step
 
 from .test_train import TINY

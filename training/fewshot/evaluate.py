@@ -128,7 +128,15 @@ def markdown_table(reports: list[dict]) -> str:
     text = "\n".join(lines) + "\n"
     if reports and reports[0]["results"]:
         r0 = reports[0]["results"][0]
-        text += (f"\n{r0['n_way']}-way, {r0['episodes']} test episodes per cell, mean query accuracy (%) "
+        counts: dict[str, set] = {}
+        for rep in reports:  # one row may join several runs (one per test column)
+            counts.setdefault(rep["name"], set()).update(r["episodes"] for r in rep["results"])
+        if len({r["episodes"] for rep in reports for r in rep["results"]}) == 1:
+            episodes = f"{r0['episodes']} test episodes per cell"
+        else:  # the first episodes of a seed are the same tasks, so a shorter run is scored on a subset
+            episodes = "test episodes per cell: " + ", ".join(
+                f"{name} {'/'.join(map(str, sorted(c)))}" for name, c in counts.items())
+        text += (f"\n{r0['n_way']}-way, {episodes}, mean query accuracy (%) "
                  f"± 95% CI; chance {100 * r0['chance']:.1f}%.\n")
     if notes:
         text += ("Support and query share the single patient/specimen of: "

@@ -93,3 +93,14 @@ def test_maml_evaluation_leaves_batchnorm_statistics_alone():
 def test_unseen_classes_must_not_overlap_training_classes():
     with pytest.raises(ValueError, match="unseen"):
         FewShotConfig.from_dict({"train": SPLIT, "tests": [dict(SPLIT, name="t", classes=["c", "d"])]})
+
+
+def test_table_says_how_many_episodes_each_row_was_scored_on():
+    def cell(test, episodes):
+        return {"test": test, "k_shot": 5, "accuracy": 0.5, "ci95": 0.01, "episodes": episodes, "n_way": 3,
+                "chance": 1 / 3, "shared_group_classes": []}
+    table = markdown_table([{"name": "a", "results": [cell("x", 600)]}, {"name": "a", "results": [cell("y", 600)]},
+                            {"name": "b", "results": [cell("x", 300)]}])
+    assert "| a | 50.0 ± 1.0 | 50.0 ± 1.0 |" in table and "| b | 50.0 ± 1.0 | – |" in table
+    assert "test episodes per cell: a 600, b 300" in table
+    assert "600 test episodes per cell" in markdown_table([{"name": "a", "results": [cell("x", 600)]}])
