@@ -75,12 +75,15 @@ class Tolerance(BaseModel):
     probabilities_max_abs: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] | None = None
     top1_agreement_min: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] | None = None
     gradcam_max_abs: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] | None = None
+    # embedding bundles: the least cosine similarity between the copy's embedding and its source's
+    embedding_cosine_min: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] | None = None
 
     @model_validator(mode="after")
     def _some(self) -> Tolerance:
-        if self.probabilities_max_abs is None and self.top1_agreement_min is None and self.gradcam_max_abs is None:
+        if all(v is None for v in (self.probabilities_max_abs, self.top1_agreement_min, self.gradcam_max_abs,
+                                   self.embedding_cosine_min)):
             raise ValueError("a tolerance must bound at least one of probabilities_max_abs, top1_agreement_min, "
-                             "gradcam_max_abs")
+                             "gradcam_max_abs, embedding_cosine_min")
         return self
 
 
@@ -105,6 +108,8 @@ class Quantization(_Model):
             broken.append("gradcam_max_abs")
         if t.top1_agreement_min is not None and m.get("top1_agreement", 1.0) < t.top1_agreement_min:
             broken.append("top1_agreement_min")
+        if t.embedding_cosine_min is not None and m.get("embedding_cosine_min", 1.0) < t.embedding_cosine_min:
+            broken.append("embedding_cosine_min")
         if broken:
             raise ValueError(f"measured {m} breaks the stated tolerance on {broken}")
         return self

@@ -94,6 +94,11 @@ def test_room_for_pixel_size_multi_stage_embeddings_and_quantized_graphs():
     drifted["graphs"]["classify"]["quantization"]["measured"]["top1_agreement"] = 0.9
     with pytest.raises(BundleError, match=r"breaks the stated tolerance on \['top1_agreement_min'\]"):
         parse_manifest(drifted)
+    half = json.loads(json.dumps(m))  # a float16-weight embedding: bounded by the embedding's cosine
+    half["graphs"]["classify"]["quantization"].update(
+        precision="float16", tolerance={"embedding_cosine_min": 0.999}, measured={"embedding_cosine_min": 0.99})
+    with pytest.raises(BundleError, match=r"breaks the stated tolerance on \['embedding_cosine_min'\]"):
+        parse_manifest(half)
     unbounded = json.loads(json.dumps(m))
     unbounded["graphs"]["classify"]["quantization"]["tolerance"] = {}
     with pytest.raises(BundleError, match="must bound at least one"):
