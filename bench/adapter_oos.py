@@ -8,7 +8,8 @@ Episodes: 3-way K-shot on EBHI-Seg's classes the default embedding never saw (hi
 serrated adenoma), support and queries from different specimens. Query kinds: own (other specimens of
 the adapter's classes), ebhi_other (EBHI's other classes: same organ, other diagnosis), breakhis (breast
 tissue: another organ and lab), glass (near-white images with sensor noise), blur (own queries under a
-Gaussian blur of radius 8 px at 224 px scale). Prints one JSON line per shot count.
+Gaussian blur of radius 8 px at 224 px scale). Prints one JSON line per shot count: the query accuracy of
+the head /adapt chooses (auto) and of each head forced, and the flag rates.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
-from service.adapters import new_adapter
+from service.adapters import HEADS, new_adapter
 from service.imaging import preprocess
 from service.runtime import ModelRuntime
 from service.settings import REPO_ROOT, Settings
@@ -76,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     for shots in args.shots:
         rates: dict[str, list[float]] = {k: [] for k in ("own", "ebhi_other", "breakhis", "glass", "blur")}
         accuracy, heads = [], {}
+        by_head: dict[str, list[float]] = {h: [] for h in HEADS}  # each head forced: what choosing adds
         for _ in range(args.episodes):
             support, labels, queries, truth, blurred = [], [], [], [], []
             for c in UNSEEN:
@@ -95,19 +97,23 @@ def main(argv: list[str] | None = None) -> int:
                 queries.append(own[c][rest])
                 truth += [c] * len(rest)
                 blurred.append(blur[c][rest])
-            adapter = new_adapter(name=None, model=bundle.name, version=bundle.version,
-                                  embeddings=np.concatenate(support), labels=labels,
-                                  distance=bundle.embedding_distance, temperature=bundle.embedding_temperature)
-            heads[adapter.head] = heads.get(adapter.head, 0) + 1
-            q = np.concatenate(queries)
-            predicted = np.asarray(adapter.classes)[adapter.classify(q).argmax(1)]
-            accuracy.append(float((predicted == np.asarray(truth)).mean()))
+            q, support_emb = np.concatenate(queries), np.concatenate(support)
+            for head in ("auto", *HEADS):
+                fitted = new_adapter(name=None, model=bundle.name, version=bundle.version, embeddings=support_emb,
+                                     labels=labels, head=head, distance=bundle.embedding_distance,
+                                     temperature=bundle.embedding_temperature)
+                predicted = np.asarray(fitted.classes)[fitted.classify(q).argmax(1)]
+                (accuracy if head == "auto" else by_head[head]).append(float((predicted == np.asarray(truth)).mean()))
+                if head == "auto":
+                    adapter = fitted
+                    heads[adapter.head] = heads.get(adapter.head, 0) + 1
             for kind, emb in (("own", q), ("ebhi_other", other), ("breakhis", breast), ("glass", glass),
                               ("blur", np.concatenate(blurred))):
                 flags, _ = adapter.outside(emb)
                 rates[kind].append(float(np.mean(flags)))
         print(json.dumps({"bundle": bundle.ref, "way": 3, "shots": shots, "episodes": args.episodes,
                           "accuracy": round(float(np.mean(accuracy)), 3), "heads": heads,
+                          "accuracy_by_head": {h: round(float(np.mean(v)), 3) for h, v in by_head.items()},
                           "flagged": {k: round(float(np.mean(v)), 3) for k, v in rates.items()}}))
     return 0
 

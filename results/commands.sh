@@ -118,3 +118,41 @@ HISTOSERVE_SLIDE_BATCH_SIZE=4 .venv/bin/python -m bench.slides
 .venv/bin/python -m bench.slides
 # The serving benchmark on the round-3 default (bench/results/20261201T120601Z.{json,md})
 .venv/bin/python -m bench --provider cpu --model ebhi_cbam_efficientnet_lite0 --adapt-model imagenet_lite0_multistage
+
+# === Round 4 ===
+# Few-shot meta-training on the pretrained backbone (issue 14): dual attention, ProtoNet and the dual-attention
+# learner without attention, each meta-trained on BreakHis + EBHI-Seg's 3 seen classes ("both") and on BreakHis
+# alone, tested on EBHI-Seg's 3 unseen classes; the frozen ImageNet embedding on the same episodes. Table:
+# results/fewshot/lite0/table.{md,json}; each run's config, log and evaluation copied beside it.
+bash results/fewshot_lite0.sh
+for run in runs/fs_lite0/{both,breakhis}/*/; do
+    out=results/fewshot/lite0/${run#runs/fs_lite0/}; mkdir -p "$out"
+    cp "$run"/{config.json,eval.json,eval.md} "$out/"; [ -f "$run/log.jsonl" ] && cp "$run/log.jsonl" "$out/"
+done
+# The served /adapt embedding: the dual-attention run on both pools, exported in float32 to a scratch store, then
+# published in model_store as its float16-weight copy (7 MB; parity measured on 64 EBHI-Seg images)
+$T fewshot-export --run runs/fs_lite0/both/dual_attention --store runs/fs_lite0/store --name fewshot_dual_attention_lite0
+.venv/bin/python -m bench.fp16 runs/fs_lite0/store/fewshot_dual_attention_lite0/1 --store model_store --images 64
+# /adapt's heads and out-of-support flag on both embeddings and the float32 source of the new one
+# (100 episodes, 3-way on EBHI-Seg's unseen classes)
+O=(--episodes 100 --shots 1 5 10)
+.venv/bin/python -m bench.adapter_oos --model model_store/imagenet_lite0_multistage/1 "${O[@]}" \
+    > bench/results/adapter-oos-imagenet_lite0_multistage-1.jsonl
+.venv/bin/python -m bench.adapter_oos --model runs/fs_lite0/store/fewshot_dual_attention_lite0/1 "${O[@]}" \
+    > bench/results/adapter-oos-fewshot_dual_attention_lite0-1-fp32.jsonl
+.venv/bin/python -m bench.adapter_oos --model model_store/fewshot_dual_attention_lite0/1 "${O[@]}" \
+    > bench/results/adapter-oos-fewshot_dual_attention_lite0-1.jsonl
+# Teacher attention distillation on the served EBHI recipe (issue 12): training and a scratch export whose
+# manifest holds the Grad-CAM localisation on fold 0's test split
+bash results/tad_lite0.sh
+# The served EBHI default: the TAD run's float16 copy, as version 3 of the default's name (round 3's /2 removed
+# to keep the store within budget); its own test split over HTTP and its out-of-distribution flag
+.venv/bin/python -m bench.fp16 runs/tad/store/ebhi_tad_cbam_efficientnet_lite0/1 --store model_store \
+    --name ebhi_cbam_efficientnet_lite0 --version 3 --images 64
+.venv/bin/python -m bench.accuracy model_store/ebhi_cbam_efficientnet_lite0/3
+.venv/bin/python -m bench.classifier_oos model_store/ebhi_cbam_efficientnet_lite0/3
+# The serving benchmark on the round-4 defaults (bench/results/<timestamp>.{json,md}, quoted in the README)
+.venv/bin/python -m bench --provider cpu --model ebhi_cbam_efficientnet_lite0 --adapt-model fewshot_dual_attention_lite0
+# The event loop's CPU per /classify request, alone and under cProfile (bench/results/profile-*.json)
+.venv/bin/python -m bench.profile --no-profile
+.venv/bin/python -m bench.profile

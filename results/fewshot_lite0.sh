@@ -31,7 +31,7 @@ for pool in both breakhis; do
 done
 # the frozen ImageNet embedding (no meta-training) on the same episodes: the baseline every method must beat
 for pool in both breakhis; do
-    run $pool frozen_imagenet --set method=protonet --set backbone=efficientnet_lite0 \
+    run $pool frozen_imagenet --set method=protonet --set 'method_args={}' --set backbone=efficientnet_lite0 \
         --set 'backbone_args={"embed_stages": [4, 5]}' --set episodes=0 --set 'eval_shots=[1,5,10]'
 done
 $T fewshot-eval --reuse --run $OUT/{both,breakhis}/{frozen_imagenet,protonet,dual_attention_no_attention,dual_attention} \

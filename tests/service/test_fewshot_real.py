@@ -6,6 +6,7 @@ which is missing, otherwise.
 """
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
@@ -51,7 +52,10 @@ def test_adapter_on_unseen_classes_beats_chance(tmp_path):
     embedding = [b for b in bundles if b.task == "embedding"]
     if not embedding:
         pytest.skip("no embedding bundle in model_store/ yet: the trained default few-shot bundle has not landed")
-    bundle = embedding[0]
+    # the default of /adapt (model_store/defaults.json), its latest version
+    default = json.loads((MODEL_STORE / "defaults.json").read_text()).get("embedding")
+    named = sorted((b for b in embedding if b.name == default), key=lambda b: b.version)
+    bundle = named[-1] if named else embedding[0]
     from tests.conftest import DATA_DIR
 
     # The unseen classes: those of a dataset the bundle's manifest does not list.
