@@ -156,3 +156,8 @@ bash results/tad_lite0.sh
 # The event loop's CPU per /classify request, alone and under cProfile (bench/results/profile-*.json)
 .venv/bin/python -m bench.profile --no-profile
 .venv/bin/python -m bench.profile
+# TAD over the 5 EBHI-Seg folds (fold 0 is the run above): results/supervised/cv_tad_ebhi.{md,json}
+bash results/cv_tad_lite0.sh
+bash results/collect.sh runs/cv_tad results/supervised/cv_tad
+$T cv-table runs/cv_tad/ebhi/tad_cbam_efficientnet_lite0 runs/cv/ebhi/cbam_efficientnet_lite0 runs/cv/ebhi/efficientnet_lite0 \
+    --json results/supervised/cv_tad_ebhi.json > results/supervised/cv_tad_ebhi.md
