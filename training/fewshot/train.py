@@ -66,8 +66,8 @@ def _meta_train(cfg: FewShotConfig, out: Path, banks, resume: bool, world: World
 
         load_init_weights(method.backbone, cfg.init)
     if cfg.trainable:
-        # Only the named parts learn: the frozen early stages run without a graph, and keep what pretraining
-        # learned (all of it transfers; the late stages are the ImageNet-specific part).
+        # Only the named parts learn: the frozen early stages run without a graph and keep their pretrained
+        # (generic, transferable) filters; the late, ImageNet-specific stages adapt.
         for name, p in method.backbone.named_parameters():
             p.requires_grad_(name.startswith(tuple(cfg.trainable)))
         if not any(p.requires_grad for p in method.backbone.parameters()):
