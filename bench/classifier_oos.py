@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFilter
+from sklearn.metrics import roc_auc_score
 
 from bundle import ood
 from bundle.datasets import IMAGE_SUFFIXES, default_data_dir, resolve_dataset
@@ -36,12 +37,13 @@ OTHER_DATASET = {"ebhi_seg": "breakhis_200x", "breakhis_200x": "ebhi_seg"}
 BLANK_COLOURS = ((255, 255, 255), (230, 230, 230), (0, 0, 0))
 
 
-def split_images(bundle: Path, data_dir: Path, part: str) -> tuple[str, list[Path]]:
-    """(dataset name, image paths) of one part of the bundle's split.json."""
+def split_images(bundle: Path, data_dir: Path, part: str) -> tuple[str, list[Path], list[str]]:
+    """(dataset name, image paths, their classes) of one part of the bundle's split.json."""
     split = json.loads((bundle / "split.json").read_text())
     dataset = split.get("dataset") or Path(split["root"]).name
     root = resolve_dataset(dataset, data_dir)
-    return dataset, [root / f["path"] for f in split["files"] if f["split"] == part]
+    files = [f for f in split["files"] if f["split"] == part]
+    return dataset, [root / f["path"] for f in files], [f["class"] for f in files]
 
 
 def spread(folder: Path, n: int) -> list[Path]:
@@ -56,9 +58,7 @@ def auroc(inside: np.ndarray, outside: np.ndarray) -> float | None:
     """P(score of an outside image > score of an inside one), ties half (the Mann-Whitney statistic)."""
     if len(inside) == 0 or len(outside) == 0:
         return None
-    greater = (outside[:, None] > inside[None, :]).mean()
-    ties = (outside[:, None] == inside[None, :]).mean()
-    return float(greater + 0.5 * ties)
+    return float(roc_auc_score(np.r_[np.zeros(len(inside)), np.ones(len(outside))], np.r_[inside, outside]))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,17 +81,19 @@ def main(argv: list[str] | None = None) -> int:
     runtime = ModelRuntime(bundle, Settings(model_store=args.bundle.parent.parent, intra_op_threads=1))
     h, w = bundle.input_size
 
-    def logits(images: list[Image.Image]) -> np.ndarray:
+    def inputs(images: list[Image.Image]) -> list[np.ndarray]:  # the network inputs, made once per image
+        return [preprocess(img, bundle.preprocessing) for img in images]
+
+    def logits(x: list[np.ndarray]) -> np.ndarray:
         rows = [np.zeros((0, len(bundle.classes)), np.float32)]
-        for start in range(0, len(images), 32):
-            batch = np.stack([preprocess(img, bundle.preprocessing) for img in images[start : start + 32]])
-            rows.append(runtime.run(batch)["logits"])
+        for start in range(0, len(x), 32):
+            rows.append(runtime.run(np.stack(x[start : start + 32]))["logits"])
         return np.concatenate(rows)
 
-    def mostly_not_tissue(images: list[Image.Image]) -> np.ndarray:
+    def mostly_not_tissue(x: list[np.ndarray]) -> np.ndarray:
         """The service's second test: less than MIN_TISSUE_FRACTION of the network input is tissue."""
-        return np.array([tissue_fraction(input_pixels(preprocess(img, bundle.preprocessing), bundle.preprocessing))
-                         < MIN_TISSUE_FRACTION for img in images], dtype=bool)
+        return np.array([tissue_fraction(input_pixels(t, bundle.preprocessing)) < MIN_TISSUE_FRACTION for t in x],
+                        dtype=bool)
 
     def read(paths: list[Path]) -> list[Image.Image]:
         return [Image.open(q).convert("RGB") for q in paths]
@@ -100,20 +102,12 @@ def main(argv: list[str] | None = None) -> int:
     if calibrated is not None:
         spec, threshold_from = calibrated.model_dump(exclude_none=True), "manifest"
     else:  # as export calibrates it, but with the service's decode and ONNX Runtime's logits
-        _, val_paths = split_images(args.bundle, data_dir, "val")
-        spec = ood.calibrate(ood.score(ood.ENERGY, logits(read(val_paths))), args.flag_rate)
+        _, val_paths, _ = split_images(args.bundle, data_dir, "val")
+        spec = ood.calibrate(ood.score(ood.ENERGY, logits(inputs(read(val_paths)))), args.flag_rate)
         threshold_from = f"calibrated here on the val split (the manifest has none), flag rate {args.flag_rate:g}"
 
-    def scores(images: list[Image.Image]) -> np.ndarray:
-        return ood.score(spec["score"], logits(images), spec.get("temperature", 1.0))
-
-    dataset, test_paths = split_images(args.bundle, data_dir, "test")
+    dataset, test_paths, test_classes = split_images(args.bundle, data_dir, "test")
     own_images = read(test_paths)
-    own_logits = logits(own_images)
-    own = ood.score(spec["score"], own_logits, spec.get("temperature", 1.0))
-    truth = json.loads((args.bundle / "split.json").read_text())
-    test_classes = [f["class"] for f in truth["files"] if f["split"] == "test"]
-    correct = np.asarray(bundle.classes)[own_logits.argmax(1)] == np.asarray(test_classes)
     other_name = OTHER_DATASET.get(dataset)
     other_root = resolve_dataset(other_name, data_dir) if other_name else None
     other_paths = ([q for d in sorted(other_root.iterdir()) if d.is_dir() for q in spread(d, args.per_class)]
@@ -126,8 +120,12 @@ def main(argv: list[str] | None = None) -> int:
         "blank": [Image.new("RGB", (w, h), c) for c in BLANK_COLOURS],
         "blur": [img.filter(ImageFilter.GaussianBlur(8 * img.width / 224)) for img in own_images],
     }
-    kinds = {k: own if k == "own" else scores(v) for k, v in images.items()}
-    not_tissue = {k: mostly_not_tissue(v) for k, v in images.items()}
+    x = {k: inputs(v) for k, v in images.items()}
+    kind_logits = {k: logits(v) for k, v in x.items()}
+    kinds = {k: ood.score(spec["score"], v, spec.get("temperature", 1.0)) for k, v in kind_logits.items()}
+    not_tissue = {k: mostly_not_tissue(v) for k, v in x.items()}
+    own = kinds["own"]
+    correct = np.asarray(bundle.classes)[kind_logits["own"].argmax(1)] == np.asarray(test_classes)
     threshold = spec["threshold"]
     result = {
         "bundle": bundle.ref, "dataset": dataset, "other_dataset": other_name if other_paths else None,

@@ -24,7 +24,7 @@ import numpy as np
 from bundle import FORMAT_VERSION, BundleError, portable, publish, sha256_file, staging, write_manifest
 from bundle.datasets import is_image
 from service.imaging import decode_image, preprocess
-from service.settings import REPO_ROOT
+from service.settings import REPO_ROOT, Settings
 from service.store import Bundle, load_bundle
 
 MIN_ELEMENTS = 1024  # smaller tensors (biases, BatchNorm folded scales) stay float32: they are not the bytes
@@ -129,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no images under {args.image_dir}", file=sys.stderr)
         return 2
     paths = [paths[i] for i in np.linspace(0, len(paths) - 1, min(args.images, len(paths))).astype(int)]
-    images = np.stack([preprocess(decode_image(q.read_bytes(), max_pixels=10**8, filename=q.name),
+    max_pixels = Settings(model_store=args.bundle.parent.parent).max_image_pixels  # what the service decodes
+    images = np.stack([preprocess(decode_image(q.read_bytes(), max_pixels=max_pixels, filename=q.name),
                                   bundle.preprocessing) for q in paths])
     note = f"{len(paths)} images spread over {args.image_dir.name}/"
     try:

@@ -126,22 +126,18 @@ def calibrate_ood(model, samples, size: int, mean, std, flag_rate: float, batch:
     Energy of the raw logits (bundle.ood explains the choice): model.onnx outputs the same logits within
     the export's parity tolerance, so the service's scores are the ones calibrated here.
     """
-    import numpy as np
     import torch
 
     from bundle import ood
     from training.data import HistoDataset
+    from training.engine import predict
     from training.transforms import eval_transform
 
     if not samples:
         raise ValueError(f"the {OOD_PART} split is empty: nothing to calibrate the out-of-distribution flag on")
-    ds = HistoDataset(samples, size, eval_transform(mean, std))
-    logits = []
-    with torch.no_grad():
-        for start in range(0, len(ds), batch):
-            images = torch.stack([ds[i]["image"] for i in range(start, min(start + batch, len(ds)))])
-            logits.append(model(images).float().numpy())
-    scores = ood.score(ood.ENERGY, np.concatenate(logits))
+    loader = torch.utils.data.DataLoader(HistoDataset(samples, size, eval_transform(mean, std)), batch_size=batch)
+    logits, _ = predict(model, loader, torch.device("cpu"), amp=False)
+    scores = ood.score(ood.ENERGY, logits)
     return ood.calibrate(scores, flag_rate, name=ood.ENERGY, calibrated_on=OOD_PART)
 
 
