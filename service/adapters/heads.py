@@ -34,6 +34,7 @@ HEADS = (COSINE, PROTOTYPE, CENTRED, LOGISTIC)  # also the order that breaks tie
 
 COSINE_SCALE = 10.0  # logits of the cosine heads = scale * cosine similarity (a fixed softmax temperature 0.1)
 LOGISTIC_C = 10.0  # inverse L2 strength, scikit-learn's C
+NEWTON_MAX_PARAMS = 1536  # K * (rank + 1) up to which logistic heads are fitted by Newton (an 18 MB Hessian)
 MAX_LOO_GROUPS = 60  # up to this many held-out images, leave-one-out; beyond, CV_FOLDS-fold cross-validation
 CV_FOLDS = 10
 
@@ -200,28 +201,46 @@ def _cosine_gradient(u: np.ndarray, w: np.ndarray) -> np.ndarray:
     return (w - (w * u_hat).sum(1, keepdims=True) * u_hat) / norm
 
 
-def _class_means(x: np.ndarray, y: np.ndarray, n_classes: int) -> np.ndarray:
-    return np.stack([x[y == k].mean(axis=0) for k in range(n_classes)])
+def _class_means(x: np.ndarray, y: np.ndarray, n_classes: int, keep: np.ndarray | None = None) -> np.ndarray:
+    """(K, D) class means of x (N, D); with `keep` (F, N) bool, of the rows each of F problems keeps, (F, K, D),
+    x (N, D) shared or (F, N, D) per problem, in one batched product."""
+    onehot = np.eye(n_classes)[np.asarray(y, dtype=np.int64)]  # (N, K)
+    if keep is None:
+        return (onehot.T @ x) / onehot.sum(axis=0)[:, None]
+    members = (np.asarray(keep, dtype=np.float64)[:, :, None] * onehot).transpose(0, 2, 1)  # (F, K, N)
+    return (members @ x) / members.sum(axis=2, keepdims=True)
 
 
 def fit_head(kind: str, embeddings: np.ndarray, y: np.ndarray, n_classes: int, *, distance: str = "squared_euclidean",
              temperature: float = 1.0) -> Head:
     """Fit one head on (N, D) embeddings with integer labels y in [0, n_classes)."""
+    if kind not in HEADS:
+        raise ValueError(f"head {kind!r} is not one of {HEADS}")
+    keep = np.ones((1, len(y)), dtype=bool)
+    if kind == LOGISTIC:
+        return held_out_logistic_heads(embeddings, y, n_classes, keep)[0]
+    return held_out_mean_heads(kind, embeddings, y, n_classes, keep, distance=distance, temperature=temperature)[0]
+
+
+def held_out_mean_heads(kind: str, embeddings: np.ndarray, y: np.ndarray, n_classes: int, keep: np.ndarray, *,
+                        distance: str = "squared_euclidean", temperature: float = 1.0) -> list[Head]:
+    """One prototype, cosine or centred head per row of `keep` (F, N), each fitted on the images that row
+    keeps, all at once (leave-one-out fits the support set N times)."""
     e = np.asarray(embeddings, dtype=np.float64)
     y = np.asarray(y, dtype=np.int64)
+    keep = np.asarray(keep, dtype=bool)
     if kind == PROTOTYPE:
-        return Head(kind, {"prototypes": _f32(_class_means(e, y, n_classes))},
-                    {"distance": distance, "temperature": float(temperature)})
-    if kind == CENTRED:
-        mean = e.mean(axis=0)
-        protos = l2_normalise(_class_means(l2_normalise(e - mean), y, n_classes))
-        return Head(kind, {"mean": _f32(mean), "prototypes": _f32(protos)}, {"scale": COSINE_SCALE})
+        return [Head(kind, {"prototypes": _f32(p)}, {"distance": distance, "temperature": float(temperature)})
+                for p in _class_means(e, y, n_classes, keep)]
     if kind == COSINE:
-        return Head(kind, {"prototypes": _f32(l2_normalise(_class_means(l2_normalise(e), y, n_classes)))},
-                    {"scale": COSINE_SCALE})
-    if kind == LOGISTIC:
-        return held_out_logistic_heads(e, y, n_classes, np.ones((1, len(y)), dtype=bool))[0]
-    raise ValueError(f"head {kind!r} is not one of {HEADS}")
+        protos = l2_normalise(_class_means(l2_normalise(e), y, n_classes, keep))
+        return [Head(kind, {"prototypes": _f32(p)}, {"scale": COSINE_SCALE}) for p in protos]
+    if kind == CENTRED:
+        means = (keep @ e) / keep.sum(axis=1, keepdims=True)  # (F, D): each problem's own support mean
+        protos = l2_normalise(_class_means(l2_normalise(e[None] - means[:, None]), y, n_classes, keep))
+        return [Head(kind, {"mean": _f32(m), "prototypes": _f32(p)}, {"scale": COSINE_SCALE})
+                for m, p in zip(means, protos, strict=True)]
+    raise ValueError(f"{kind!r} is not a mean head ({PROTOTYPE}, {COSINE}, {CENTRED})")
 
 
 def held_out_logistic_heads(embeddings: np.ndarray, y: np.ndarray, n_classes: int, keep: np.ndarray,
@@ -235,9 +254,9 @@ def held_out_logistic_heads(embeddings: np.ndarray, y: np.ndarray, n_classes: in
     weights, bias = fit_logistic(z, y, n_classes, c=LOGISTIC_C, keep=keep, init=init,
                                  tol=1e-6 if warm is None else 1e-3)
     return [Head(LOGISTIC, {"weights": _f32(w), "bias": _f32(b),
-                            "prototypes": _f32(l2_normalise(_class_means(z[rows], y[rows], n_classes)))},
+                            "prototypes": _f32(p)},
                  {"C": LOGISTIC_C, "features": "l2-normalised embedding"})
-            for w, b, rows in zip(weights, bias, keep, strict=True)]
+            for w, b, p in zip(weights, bias, l2_normalise(_class_means(z, y, n_classes, keep)), strict=True)]
 
 
 def _f32(x: np.ndarray) -> np.ndarray:
@@ -249,18 +268,111 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, n_classes: int, *, c: float, keep
                  ) -> tuple[np.ndarray, np.ndarray]:
     """Multinomial logistic regression: argmin 0.5 |W|^2 + c * sum_i CE(softmax(W x_i + b), y_i).
 
-    scikit-learn's `LogisticRegression(C=c)` objective (the intercept is not penalised). Solved by
-    Nesterov's accelerated gradient on the mean loss, step 1/L with L the curvature bound
-    0.5 * lambda_max(X^T X) / n + 1/(c n), until the largest gradient entry is below `tol`
-    relative to the penalty (the weights' gradient by its norm). `init` (weights, bias) warm-starts it,
-    e.g. from the fit on the whole support set when leaving images out. Returns weights (K, D) and bias
-    (K,), the bias centred (the softmax does not see a constant shift of it).
+    scikit-learn's `LogisticRegression(C=c)` objective (the intercept is not penalised), solved until the
+    gradient (its Frobenius norm on W, its largest entry on b) is below `tol`. `init` (weights, bias)
+    warm-starts it, e.g. from the fit on the whole support set when leaving images out. Returns weights
+    (K, D) and bias (K,), the bias centred (the softmax does not see a constant shift of it).
 
     `keep` (F, N) bool: F problems at once, each on the rows it keeps (leave-one-out fits the support
     set N times); weights (F, K, D) and bias (F, K) then. A support set has far fewer images than
-    dimensions, and every step moves W by a combination of the rows of X and a shrinking of where it
-    started, so the iterates are kept as W = s * W0 + A X (A: K x N): the same iterates as on W, at
-    N / D of the cost per step, and all F problems share each numpy call.
+    dimensions and the optimum lies in the span of its rows, so the problems are solved in that span
+    (rank r <= N): by Newton's method while K (r + 1) parameters are few (`NEWTON_MAX_PARAMS`, the usual
+    support set), else by accelerated gradient descent.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    gram = x @ x.T
+    evals, evecs = np.linalg.eigh(gram)
+    rank = evals > max(evals[-1], 0.0) * 1e-10
+    if n_classes * (int(rank.sum()) + 1) <= NEWTON_MAX_PARAMS:
+        return _logistic_newton(x, evecs[:, rank], evals[rank], y, n_classes, c=c, keep=keep, tol=tol,
+                                max_iter=min(max_iter, 200), init=init)
+    return _logistic_accelerated(x, gram, y, n_classes, c=c, keep=keep, tol=tol, max_iter=max_iter, init=init)
+
+
+def _logistic_newton(x: np.ndarray, evecs: np.ndarray, evals: np.ndarray, y: np.ndarray, n_classes: int, *,
+                     c: float, keep: np.ndarray | None, tol: float, max_iter: int,
+                     init: tuple[np.ndarray, np.ndarray] | None) -> tuple[np.ndarray, np.ndarray]:
+    """`fit_logistic` in the rows' span: x_i = u_i Q with Q (r, D) orthonormal rows, W = B Q, |W| = |B|.
+
+    One problem: Newton steps, the Hessian recomputed each time. F held-out problems: every step uses the
+    Hessian of the whole support set at the starting point, factored once (they differ from it by the rows
+    they leave out); a fixed positive-definite metric is still a descent direction. Each problem backtracks
+    its own step (Armijo), so both converge from anywhere."""
+    n, k = len(x), n_classes
+    single = keep is None
+    mask = c * (np.ones((1, n)) if single else np.asarray(keep, dtype=np.float64))  # (F, N)
+    basis = (evecs / np.sqrt(evals)).T @ x  # (r, D)
+    features = np.concatenate([evecs * np.sqrt(evals), np.ones((n, 1))], axis=1)  # (N, r + 1): u_i and the bias
+    width = features.shape[1]
+    penalty = np.ones(width)
+    penalty[-1] = 0.0  # the intercept is not penalised
+    target = np.eye(k)[np.asarray(y, dtype=np.int64)].T  # (K, N)
+    theta = np.zeros((len(mask), k, width))  # (F, K, r + 1): [B | b]
+    if init is not None:
+        theta[:, :, :-1] = np.asarray(init[0], dtype=np.float64) @ basis.T
+        theta[:, :, -1] = np.asarray(init[1], dtype=np.float64)
+
+    def evaluate(theta: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        logits = theta @ features.T  # (F, K, N)
+        logits = logits - logits.max(axis=1, keepdims=True)
+        log_p = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+        loss = 0.5 * (penalty * theta**2).sum(axis=(1, 2)) - (mask * (target * log_p).sum(axis=1)).sum(axis=1)
+        p = np.exp(log_p)
+        grad = penalty * theta + ((p - target) * mask[:, None, :]) @ features
+        return loss, grad, p
+
+    def hessian(p: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """(F, K (r+1), K (r+1)): sum_i mask_i (diag(p_i) - p_i p_i^T) (x) f_i f_i^T, plus the penalty."""
+        pt = p.transpose(0, 2, 1)  # (F, N, K)
+        curv = mask[:, :, None, None] * (pt[:, :, :, None] * np.eye(k) - pt[:, :, :, None] * pt[:, :, None, :])
+        outer = (features[:, :, None] * features[:, None, :]).reshape(n, width * width)
+        h = (curv.reshape(len(p), n, k * k).transpose(0, 2, 1) @ outer).reshape(len(p), k, k, width, width)
+        h = h.transpose(0, 1, 3, 2, 4).reshape(len(p), k * width, k * width)
+        # a shift of every class's intercept is invisible to the softmax: a tiny ridge keeps h invertible
+        diagonal = np.arange(k * width)
+        h[:, diagonal, diagonal] += np.tile(np.where(penalty > 0, penalty, 1e-9 * (1.0 + mask.max())), k)
+        return h
+
+    loss, grad, p = evaluate(theta, mask)
+    shared = None  # F held-out problems: the whole support set's Hessian at the start, factored once
+    if len(mask) > 1:
+        whole = np.full((1, n), c)
+        shared = np.linalg.cholesky(hessian(evaluate(theta[:1], whole)[2], whole)[0])
+    for _ in range(max_iter):
+        size = np.maximum(np.sqrt((grad[:, :, :-1] ** 2).sum(axis=(1, 2))), np.abs(grad[:, :, -1]).max(axis=1))
+        active = size >= tol
+        if not active.any():
+            break
+        flat = grad.reshape(len(grad), -1)
+        if shared is None:
+            step = np.linalg.solve(hessian(p, mask)[0], flat[0])[None]
+        else:
+            step = np.linalg.solve(shared.T, np.linalg.solve(shared, flat.T)).T
+        step = step.reshape(grad.shape) * active[:, None, None]
+        slope = (grad * step).sum(axis=(1, 2))
+        t = np.ones(len(theta))
+        for _ in range(40):  # backtracking, each problem its own step size
+            trial = theta - t[:, None, None] * step
+            new_loss, new_grad, new_p = evaluate(trial, mask)
+            ok = new_loss <= loss - 1e-4 * t * slope
+            if ok.all():
+                break
+            t = np.where(ok, t, 0.5 * t)
+        theta, loss, grad, p = trial, new_loss, new_grad, new_p
+    weights, bias = theta[:, :, :-1] @ basis, theta[:, :, -1]
+    bias = bias - bias.mean(axis=1, keepdims=True)
+    return (weights[0], bias[0]) if single else (weights, bias)
+
+
+def _logistic_accelerated(x: np.ndarray, gram: np.ndarray, y: np.ndarray, n_classes: int, *, c: float,
+                          keep: np.ndarray | None, tol: float, max_iter: int,
+                          init: tuple[np.ndarray, np.ndarray] | None) -> tuple[np.ndarray, np.ndarray]:
+    """`fit_logistic` by Nesterov's accelerated gradient on the mean loss, step 1/L with L the curvature
+    bound 0.5 * lambda_max(X^T X) / n + 1/(c n), for support sets too large for Newton's Hessian.
+
+    Every step moves W by a combination of the rows of X and a shrinking of where it started, so the
+    iterates are kept as W = s * W0 + A X (A: K x N): the same iterates as on W, at N / D of the cost
+    per step, and all F problems share each numpy call.
     """
     x = np.asarray(x, dtype=np.float64)
     n, d = x.shape
@@ -269,7 +381,6 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, n_classes: int, *, c: float, keep
     rows = mask.sum(axis=1)[:, :, None]  # (F, 1, 1) images each problem fits
     onehot = np.eye(n_classes)[np.asarray(y, dtype=np.int64)]
     lam = 1.0 / (c * rows)
-    gram = x @ x.T
     # lambda_max of [X 1]^T [X 1] is that of the N x N matrix X X^T + 1 (an SVD of the N x D matrix costs
     # seconds when BLAS threads contend with ONNX Runtime's); a subset's is no larger
     curvature = 0.5 * np.linalg.eigvalsh(gram + 1.0)[-1] / rows + lam
@@ -349,11 +460,13 @@ def cross_validate(kind: str, embeddings: np.ndarray, y: np.ndarray, groups: np.
     correct = 0
     own: list[np.ndarray] = []
     outs = [np.isin(groups, held) for held in folds]
-    if kind == LOGISTIC and folds:
+    if not folds:
+        heads = []
+    elif kind == LOGISTIC:
         warm = full if full is not None else fit_head(kind, embeddings, y, n_classes, **params)
         heads = held_out_logistic_heads(embeddings, y, n_classes, ~np.stack(outs), warm)
     else:
-        heads = [fit_head(kind, embeddings[~out], y[~out], n_classes, **params) for out in outs]
+        heads = held_out_mean_heads(kind, embeddings, y, n_classes, ~np.stack(outs), **params)
     for out, head in zip(outs, heads, strict=True):
         predicted = np.argmax(head.logits(embeddings[out]), axis=1)
         correct += int((predicted == y[out]).sum())

@@ -19,6 +19,8 @@ from service.adapters.heads import (
     fit_head,
     fit_logistic,
     gradcam,
+    held_out_logistic_heads,
+    held_out_mean_heads,
     l2_normalise,
     leave_one_out_accuracy,
     out_of_support,
@@ -76,7 +78,15 @@ def test_prototype_head_is_the_service_s_old_head(metric):
     assert accuracy == pytest.approx(leave_one_out_accuracy(x.astype(np.float32), labels, metric))
 
 
-def test_logistic_head_matches_scikit_learn():
+@pytest.fixture(params=["newton", "accelerated"])
+def logistic_solver(request, monkeypatch):
+    """Both solvers of fit_logistic: Newton (small support sets) and accelerated gradient (large ones)."""
+    if request.param == "accelerated":
+        monkeypatch.setattr("service.adapters.heads.NEWTON_MAX_PARAMS", 0)
+    return request.param
+
+
+def test_logistic_head_matches_scikit_learn(logistic_solver):
     sklearn = pytest.importorskip("sklearn.linear_model")
     rng = np.random.default_rng(3)
     for n_per, d, k in [(5, 32, 3), (4, 64, 6)]:
@@ -89,6 +99,38 @@ def test_logistic_head_matches_scikit_learn():
         head = fit_head(LOGISTIC, z * 3.0, y, k)  # the head normalises its input itself
         q = rng.normal(size=(7, d))
         np.testing.assert_allclose(head.probabilities(q), ref.predict_proba(l2_normalise(q)), atol=1e-5)
+
+
+def test_held_out_logistic_fits_match_fits_on_each_subset(logistic_solver):
+    rng = np.random.default_rng(7)
+    y = np.repeat(np.arange(4), 5)
+    z = l2_normalise(rng.normal(size=(4, 48))[y] * 0.5 + rng.normal(size=(len(y), 48)))
+    keep = ~np.eye(len(y), dtype=bool)  # leave one out
+    whole = fit_head(LOGISTIC, z, y, 4)
+    held = held_out_logistic_heads(z, y, 4, keep, warm=whole)
+    for rows, head in zip(keep, held, strict=True):
+        alone_w, alone_b = fit_logistic(z[rows], y[rows], 4, c=10.0)
+        # warm-started held-out fits stop at tol 1e-3: their answers, not their last digits, must agree
+        np.testing.assert_allclose(head.arrays["weights"], alone_w, atol=2e-3)
+        np.testing.assert_allclose(head.probabilities(z), fit_head(LOGISTIC, z[rows], y[rows], 4).probabilities(z),
+                                   atol=2e-3)
+        np.testing.assert_allclose(head.arrays["bias"], alone_b, atol=2e-3)
+
+
+@pytest.mark.parametrize("kind", [PROTOTYPE, COSINE, CENTRED])
+def test_held_out_mean_heads_are_the_heads_of_each_subset(kind):
+    x, y = _clusters(seed=8)
+    keep = ~np.eye(len(y), dtype=bool)
+    keep[3, :] = True  # a row that keeps everything: the head of the whole set
+    for rows, head in zip(keep, held_out_mean_heads(kind, x, y, 3, keep, distance="euclidean"), strict=True):
+        alone = fit_head(kind, x[rows], y[rows], 3, distance="euclidean")
+        for name, value in alone.arrays.items():
+            np.testing.assert_allclose(head.arrays[name], value, rtol=1e-5, atol=1e-6)
+        assert head.params == alone.params
+    reference = x[y == 1].mean(axis=0) if kind == PROTOTYPE else None
+    if reference is not None:  # the whole-set row against the plain class mean
+        np.testing.assert_allclose(held_out_mean_heads(kind, x, y, 3, keep)[3].arrays["prototypes"][1], reference,
+                                   rtol=1e-5)
 
 
 @pytest.mark.parametrize("kind,metric", [(PROTOTYPE, "squared_euclidean"), (PROTOTYPE, "euclidean"),
