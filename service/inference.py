@@ -23,16 +23,12 @@ from .errors import ServiceError
 from .imaging import decode_image, encode_png, input_pixels, preprocess, rescale_to_model
 from .registry import LoadedModel, ModelRegistry
 from .slides.resolution import model_resolution
-from .slides.tissue import MIN_TISSUE_FRACTION, tissue_fraction
+from .slides.tissue import MIN_TISSUE_FRACTION, TISSUE_POOL, tissue_fraction
 
 
 async def read_image(upload: UploadFile, max_pixels: int) -> Image.Image:
     data = await upload.read()
     return await asyncio.to_thread(decode_image, data, max_pixels=max_pixels, filename=upload.filename or "upload")
-
-
-async def read_images(uploads: list[UploadFile], max_pixels: int) -> list[Image.Image]:
-    return [await read_image(u, max_pixels) for u in uploads]
 
 
 async def prepare(model: LoadedModel, uploads: list[UploadFile], max_pixels: int) -> list[np.ndarray]:
@@ -105,16 +101,6 @@ async def prepare_rescaled(model: LoadedModel, uploads: list[UploadFile], max_pi
     return await asyncio.to_thread(work)
 
 
-async def rescale_images(images: list[Image.Image], names: list[str],
-                         rescale: Rescale) -> tuple[list[Image.Image], list[dict]]:
-    """Decoded images sent with `mpp` -> the model's pixel size, cut to its input; one note per image."""
-    def work() -> tuple[list[Image.Image], list[dict]]:
-        pairs = [rescale.apply(img, name) for img, name in zip(images, names, strict=True)]
-        return [p[0] for p in pairs], [p[1] for p in pairs]
-
-    return await asyncio.to_thread(work)
-
-
 def _result(probabilities: np.ndarray, classes: list[str], top_k: int) -> dict:
     order = np.argsort(-probabilities, kind="stable")[: min(top_k, len(classes))]
     best = int(order[0])
@@ -130,7 +116,7 @@ async def classify(model: LoadedModel, x: list[np.ndarray], top_k: int) -> list[
     # that is mostly not tissue, by the slide detector's rule, is flagged too: measured in a worker thread
     # while the batch runs (about 1 ms per image that would otherwise hold the event loop)
     pre = model.bundle.preprocessing
-    tissue_job = (asyncio.ensure_future(asyncio.to_thread(lambda: [tissue_fraction(input_pixels(t, pre)) for t in x]))
+    tissue_job = (asyncio.ensure_future(asyncio.to_thread(lambda: [tissue_fraction(input_pixels(t, pre, TISSUE_POOL), pool=1) for t in x]))
                   if calibrated is not None and x else None)
     outputs = await model.infer(x)
     classes = list(model.bundle.classes)
@@ -146,15 +132,6 @@ async def classify(model: LoadedModel, x: list[np.ndarray], top_k: int) -> list[
     return results
 
 
-async def embed(model: LoadedModel, images: list[Image.Image], chunk: int) -> np.ndarray:
-    """(N, D) embeddings; submitted in chunks so that a large support set never floods the queue."""
-    rows: list[np.ndarray] = []
-    for start in range(0, len(images), chunk):
-        outputs = await model.infer(await tensors(model, images[start : start + chunk]))
-        rows.extend(out["embedding"] for out in outputs)
-    return np.stack(rows).astype(np.float32)
-
-
 # --- few-shot adapters
 
 DIHEDRAL = (None, Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_180, Image.Transpose.ROTATE_270,
@@ -162,14 +139,47 @@ DIHEDRAL = (None, Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_180, Image.T
             Image.Transpose.TRANSVERSE)  # the 8 symmetries of the square; None: the image as sent
 
 
-async def embed_support(model: LoadedModel, images: list[Image.Image], chunk: int,
-                        augment: str) -> tuple[np.ndarray, list[int]]:
-    """Support embeddings and the source image of each row; "dihedral" adds the 7 other views of each."""
-    if augment != "dihedral":
-        return await embed(model, images, chunk), list(range(len(images)))
-    views = await asyncio.to_thread(
-        lambda: [img if t is None else img.transpose(t) for img in images for t in DIHEDRAL])
-    return await embed(model, views, chunk), [i for i in range(len(images)) for _ in DIHEDRAL]
+async def embed_support(model: LoadedModel, uploads: list[UploadFile], *, augment: str, max_pixels: int,
+                        rescale: Rescale | None) -> tuple[np.ndarray, list[int], list[dict] | None]:
+    """Support embeddings, the source image of each row, and (with `rescale`) what was done to each image.
+
+    "dihedral" adds the 7 other views of each image. Decoding, rescaling, the views and preprocessing run
+    chunk by chunk in worker threads, a chunk being at most one batch: one chunk per batch worker in flight
+    and one more being prepared, so decoding overlaps inference and a large support set never floods the
+    queue."""
+    blobs = [(await u.read(), u.filename or "upload") for u in uploads]
+    views = DIHEDRAL if augment == "dihedral" else (None,)
+    per_chunk = max(1, model.batcher.max_batch_size // len(views))  # source images per chunk
+    pre = model.bundle.preprocessing
+
+    def prepare_chunk(part: list[tuple[bytes, str]]) -> tuple[list[np.ndarray], list[dict]]:
+        x, notes = [], []
+        for data, name in part:
+            img = decode_image(data, max_pixels=max_pixels, filename=name)
+            if rescale is not None:
+                img, note = rescale.apply(img, name)
+                notes.append(note)
+            x.extend(preprocess(img if t is None else img.transpose(t), pre) for t in views)
+        return x, notes
+
+    in_flight = asyncio.Semaphore(model.batcher.concurrent_batches + 1)
+
+    async def one(part: list[tuple[bytes, str]]) -> tuple[list[np.ndarray], list[dict]]:
+        async with in_flight:
+            x, notes = await asyncio.to_thread(prepare_chunk, part)
+            return [out["embedding"] for out in await model.infer(x)], notes
+
+    tasks = [asyncio.ensure_future(one(blobs[start : start + per_chunk]))
+             for start in range(0, len(blobs), per_chunk)]
+    try:
+        chunks = await asyncio.gather(*tasks)
+    except BaseException:  # a bad image (4xx) or a full queue: the other chunks stop too
+        for task in tasks:
+            task.cancel()
+        raise
+    embeddings = np.stack([row for rows, _ in chunks for row in rows]).astype(np.float32)
+    notes = [note for _, part in chunks for note in part] if rescale is not None else None
+    return embeddings, [i for i in range(len(blobs)) for _ in views], notes
 
 
 def model_sha256(bundle) -> str | None:

@@ -52,11 +52,8 @@ async def adapt(
     augment = augment or settings.adapter_augment
     rescale = inference.rescale_for(loaded, mpp, fallback_mpp=settings.slide_model_mpp,
                                     max_pixels=settings.max_image_pixels)
-    images = await inference.read_images(files, settings.max_image_pixels)
-    rescaled = None
-    if rescale is not None:
-        images, rescaled = await inference.rescale_images(images, [f.filename or "upload" for f in files], rescale)
-    embeddings, groups = await inference.embed_support(loaded, images, settings.max_files, augment)
+    embeddings, groups, rescaled = await inference.embed_support(
+        loaded, files, augment=augment, max_pixels=settings.max_image_pixels, rescale=rescale)
     rows = [labels[g] for g in groups]
     # fitting and leave-one-out are numpy work: off the event loop
     adapter = await asyncio.to_thread(

@@ -32,12 +32,14 @@ def tissue_mask(thumbnail: Image.Image, *, median_filter_size: int = 7, binary_t
 
 
 MIN_TISSUE_FRACTION = 0.1  # below it a single image is mostly glass or background: out of distribution
+TISSUE_POOL = 4  # block size whose mean colours `tissue_fraction` thresholds
 
 
-def tissue_fraction(rgb: np.ndarray, *, binary_threshold: int = 15, pool: int = 4) -> float:
+def tissue_fraction(rgb: np.ndarray, *, binary_threshold: int = 15, pool: int = TISSUE_POOL) -> float:
     """Share of an RGB image ((H, W, 3), 0..255) that is tissue by `tissue_mask`'s rule, saturation above
     `binary_threshold`, taken on pool x pool means (as the median filter does for slides, JPEG noise
-    on glass then stays below it). Cheap enough for every /classify image: numpy on the network input."""
+    on glass then stays below it); pool=1 for pixels that are block means already (`imaging.input_pixels`).
+    Cheap enough for every /classify image: numpy on the network input."""
     h, w = (rgb.shape[0] // pool) * pool, (rgb.shape[1] // pool) * pool
     if h == 0 or w == 0:
         return 0.0
