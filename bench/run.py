@@ -308,8 +308,8 @@ def run(plan: Plan, *, store: Path, data_dir: Path, results_dir: Path, models: l
                  "commit": commit(), "store": str(store), "provider": provider,
                  "images": f"{len(samples)} EBHI-Seg PNGs from {data_dir} ({plan.per_class} per class)",
                  "service_settings": {k: getattr(settings, k) for k in (
-                     "max_batch_size", "max_wait_ms", "max_queue", "intra_op_threads", "inter_op_threads",
-                     "graph_optimization_level")}},
+                     "max_batch_size", "max_wait_ms", "max_queue", "concurrent_batches", "intra_op_threads",
+                     "inter_op_threads", "allow_spinning", "graph_optimization_level")}},
         "plan": asdict(plan),
         "bundles": {},
     }

@@ -24,7 +24,13 @@ interactive load that fills every batch the background lane waits; that is the i
 
 One future per request (not per item): a request's items may be split over several batches,
 and its future resolves when its last row is in. The batch is copied into one preallocated
-buffer per input shape; `run_batch` must return arrays it owns (ORT does), not views of its input.
+buffer per input shape and worker; `run_batch` must return arrays it owns (ORT does), not views
+of its input.
+
+`concurrent_batches` workers take batches from the same lanes, each running its batch in its own
+thread (Triton's instance count, on one ORT session, whose `run` is thread-safe). On a small CPU,
+two single-threaded runs at once get more from the cores than one run spread over both: ORT's
+intra-op parallelism stalls on the many small convolutions of a mobile network.
 """
 from __future__ import annotations
 
@@ -113,10 +119,10 @@ class _Lane:
 class MicroBatcher:
     def __init__(self, run_batch: RunBatch, *, max_batch_size: int, max_wait_ms: float, max_queue: int,
                  max_queue_wait_ms: float | None = None, max_background_queue: int | None = None,
-                 max_background_batch: int | None = None, on_batch: OnBatch | None = None,
-                 on_depth: Callable[[int], None] | None = None):
-        if max_batch_size < 1 or max_queue < 1 or max_wait_ms < 0:
-            raise ValueError("max_batch_size and max_queue must be >= 1 and max_wait_ms >= 0")
+                 max_background_batch: int | None = None, concurrent_batches: int = 1,
+                 on_batch: OnBatch | None = None, on_depth: Callable[[int], None] | None = None):
+        if max_batch_size < 1 or max_queue < 1 or max_wait_ms < 0 or concurrent_batches < 1:
+            raise ValueError("max_batch_size, max_queue and concurrent_batches must be >= 1 and max_wait_ms >= 0")
         if max_queue_wait_ms is not None and max_queue_wait_ms < 0:
             raise ValueError("max_queue_wait_ms must be >= 0 (0 or None: no deadline)")
         self.run_batch = run_batch
@@ -125,6 +131,7 @@ class MicroBatcher:
         self.max_queue = max_queue
         self.max_queue_wait_ms = max_queue_wait_ms or None
         self.max_background_batch = min(max_background_batch or max_batch_size, max_batch_size)
+        self.concurrent_batches = concurrent_batches
         if self.max_background_batch < 1:
             raise ValueError("max_background_batch must be >= 1")
         self._interactive = _Lane(max_queue)
@@ -135,11 +142,10 @@ class MicroBatcher:
         self._on_depth = on_depth or (lambda depth: None)
         self._arrived: asyncio.Event | None = None  # set when items are queued
         self._room: asyncio.Event | None = None  # set when background items leave the queue
-        self._worker: asyncio.Task | None = None
+        self._workers: list[asyncio.Task] = []
         self._executor: ThreadPoolExecutor | None = None
-        self._buffers: dict[tuple, np.ndarray] = {}
         self._batch_seconds = 0.0  # running estimate of one batch's duration
-        self._running_since: float | None = None  # perf_counter() when the running batch started
+        self._running_since: dict[int, float] = {}  # worker -> perf_counter() when its running batch started
         self._last_batch_size = 0
 
     # --- state
@@ -160,23 +166,27 @@ class MicroBatcher:
     def estimated_wait(self, items: int) -> float:
         """Seconds until the last of `items` new interactive items would start running (an estimate)."""
         running = 0.0
-        if self._running_since is not None:
-            running = max(0.0, self._batch_seconds - (time.perf_counter() - self._running_since))
+        if len(self._running_since) == self.concurrent_batches:  # every worker busy: the first to finish
+            now = time.perf_counter()
+            running = max(0.0, self._batch_seconds - max(now - t for t in self._running_since.values()))
         ahead = (self._interactive.depth + items - 1) // self.max_batch_size  # whole batches before its last one
-        return running + ahead * self._batch_seconds
+        return running + ahead * self._batch_seconds / self.concurrent_batches
 
     # --- lifecycle
 
     def start(self) -> None:
         """Start the worker on the running event loop (call from the lifespan)."""
         self._arrived, self._room = asyncio.Event(), asyncio.Event()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="micro-batcher")
-        self._worker = asyncio.get_running_loop().create_task(self._work(), name="micro-batcher")
+        self._executor = ThreadPoolExecutor(max_workers=self.concurrent_batches, thread_name_prefix="micro-batcher")
+        loop = asyncio.get_running_loop()
+        self._workers = [loop.create_task(self._work(i), name=f"micro-batcher-{i}")
+                         for i in range(self.concurrent_batches)]
 
     async def stop(self) -> None:
-        worker, self._worker = self._worker, None
-        if worker is not None:
+        workers, self._workers = self._workers, []
+        for worker in workers:
             worker.cancel()
+        for worker in workers:
             with contextlib.suppress(asyncio.CancelledError):
                 await worker
         # Whoever still waits gets an answer rather than hanging.
@@ -198,7 +208,7 @@ class MicroBatcher:
         interactive: all items are queued or none (`Overloaded` when they do not fit or would wait past
         the deadline). background: waits for room in its own queue, never refused for load.
         """
-        if self._worker is None or self._arrived is None:
+        if not self._workers or self._arrived is None:
             raise RuntimeError("the batcher is not running")
         if priority not in PRIORITIES:
             raise ValueError(f"priority must be one of {PRIORITIES}, got {priority!r}")
@@ -213,7 +223,7 @@ class MicroBatcher:
             while lane.depth and lane.depth + len(items) > lane.capacity:
                 self._room.clear()
                 await self._room.wait()
-                if self._worker is None:
+                if not self._workers:
                     raise Overloaded("the service is shutting down")
         request = _Request(items, asyncio.get_running_loop().create_future())
         lane.put(request)
@@ -272,13 +282,14 @@ class MicroBatcher:
                 size, background = size + more, background + more_background
         return batch, size
 
-    def _stack(self, batch: list[tuple[_Request, int, int]], size: int) -> np.ndarray:
-        """Copy the batch's items into the preallocated buffer for their shape and dtype."""
+    def _stack(self, batch: list[tuple[_Request, int, int]], size: int, buffers: dict[tuple, np.ndarray]
+               ) -> np.ndarray:
+        """Copy the batch's items into the worker's preallocated buffer for their shape and dtype."""
         first = np.asarray(batch[0][0].items[batch[0][1]])
         key = (first.shape, first.dtype.str)
-        buffer = self._buffers.get(key)
+        buffer = buffers.get(key)
         if buffer is None:
-            buffer = self._buffers[key] = np.empty((self.max_batch_size, *first.shape), dtype=first.dtype)
+            buffer = buffers[key] = np.empty((self.max_batch_size, *first.shape), dtype=first.dtype)
         row = 0
         for request, start, count in batch:
             for item in request.items[start : start + count]:
@@ -286,15 +297,17 @@ class MicroBatcher:
                 row += 1
         return buffer[:size]
 
-    async def _work(self) -> None:
+    async def _work(self, worker: int) -> None:
         loop = asyncio.get_running_loop()
+        buffers: dict[tuple, np.ndarray] = {}  # this worker's: the other may be filling its own meanwhile
         while True:
             batch, size = await self._collect()
             self._on_depth(self.depth)
             started = time.perf_counter()
-            self._running_since = started
+            self._running_since[worker] = started
             try:
-                outputs = await loop.run_in_executor(self._executor, self.run_batch, self._stack(batch, size))
+                outputs = await loop.run_in_executor(self._executor, self.run_batch,
+                                                     self._stack(batch, size, buffers))
             except Exception as e:  # the whole batch failed: every caller in it gets the error
                 log.exception("batch of %d failed", size)
                 for request, _, _ in batch:
@@ -302,7 +315,7 @@ class MicroBatcher:
                         request.future.set_exception(e)
                 continue
             finally:
-                self._running_since = None
+                self._running_since.pop(worker, None)
             seconds = time.perf_counter() - started
             self._batch_seconds = seconds if not self._batch_seconds else (
                 _EWMA * seconds + (1 - _EWMA) * self._batch_seconds)

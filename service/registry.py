@@ -122,6 +122,7 @@ class ModelRegistry:
                             max_wait_ms=self.settings.max_wait_ms, max_queue=self.settings.max_queue,
                             max_queue_wait_ms=self.settings.max_queue_wait_ms,
                             max_background_queue=self.settings.max_background_queue,
+                            concurrent_batches=self.settings.concurrent_batches,
                             on_batch=on_batch, on_depth=depth.set)
 
     def warm_up(self) -> None:

@@ -272,6 +272,37 @@ def test_without_a_deadline_the_same_request_queues():
     assert runner.sizes == [1, 1, 1, 1]
 
 
+def test_concurrent_batches_run_at_once_and_share_the_queue():
+    inside, most = [0], [0]
+    lock, release = threading.Lock(), threading.Event()
+
+    def runner(x: np.ndarray) -> dict[str, np.ndarray]:
+        with lock:
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+        release.wait(GUARD_S)
+        with lock:
+            inside[0] -= 1
+        return {"sum": x.reshape(len(x), -1).sum(1)}
+
+    async def main():
+        b = MicroBatcher(runner, max_batch_size=1, max_wait_ms=0, max_queue=8, concurrent_batches=2)
+        b.start()
+        calls = [asyncio.ensure_future(b.submit([np.full(1, float(k))])) for k in range(3)]
+        await until(lambda: most[0] == 2 and b.interactive_depth == 1)  # two running, the third queued
+        # with batches of about 1 s and both workers busy, a new item has the queued one ahead of it: the
+        # rest of the running batches, then half a batch (two workers share the queue), not a whole one
+        b._batch_seconds = 1.0
+        assert 1.0 < b.estimated_wait(1) <= 1.5
+        release.set()
+        rows = await asyncio.gather(*calls)
+        await b.stop()
+        return [float(r[0]["sum"]) for r in rows]
+
+    assert run(main()) == [0.0, 1.0, 2.0]
+    assert most[0] == 2
+
+
 def test_a_cancelled_request_never_reaches_the_runner():
     runner = Runner(held=True)
 
@@ -332,6 +363,8 @@ def test_knobs_and_priorities_are_validated():
         MicroBatcher(Runner(), max_batch_size=0, max_wait_ms=1, max_queue=1)
     with pytest.raises(ValueError):
         MicroBatcher(Runner(), max_batch_size=1, max_wait_ms=1, max_queue=1, max_queue_wait_ms=-1)
+    with pytest.raises(ValueError):
+        MicroBatcher(Runner(), max_batch_size=1, max_wait_ms=1, max_queue=1, concurrent_batches=0)
     assert MicroBatcher(Runner(), max_batch_size=1, max_wait_ms=1, max_queue=1, max_queue_wait_ms=0).max_queue_wait_ms is None
 
     async def main():
