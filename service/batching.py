@@ -29,8 +29,9 @@ of its input.
 
 `concurrent_batches` workers take batches from the same lanes, each running its batch in its own
 thread (Triton's instance count, on one ORT session, whose `run` is thread-safe). On a small CPU,
-two single-threaded runs at once get more from the cores than one run spread over both: ORT's
-intra-op parallelism stalls on the many small convolutions of a mobile network.
+two runs at once get more from the cores than one run spread over both: ORT's intra-op
+parallelism stalls on the many small convolutions of a mobile network. Worker k joins in only
+while workers 0..k-1 are all busy, so light load stays on worker 0.
 """
 from __future__ import annotations
 
@@ -143,7 +144,7 @@ class MicroBatcher:
         self._arrived: asyncio.Event | None = None  # set when items are queued
         self._room: asyncio.Event | None = None  # set when background items leave the queue
         self._workers: list[asyncio.Task] = []
-        self._executor: ThreadPoolExecutor | None = None
+        self._executors: list[ThreadPoolExecutor] = []  # one thread per worker: its runs stay in that thread
         self._batch_seconds = 0.0  # running estimate of one batch's duration
         self._running_since: dict[int, float] = {}  # worker -> perf_counter() when its running batch started
         self._last_batch_size = 0
@@ -177,7 +178,8 @@ class MicroBatcher:
     def start(self) -> None:
         """Start the worker on the running event loop (call from the lifespan)."""
         self._arrived, self._room = asyncio.Event(), asyncio.Event()
-        self._executor = ThreadPoolExecutor(max_workers=self.concurrent_batches, thread_name_prefix="micro-batcher")
+        self._executors = [ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"micro-batcher-{i}")
+                           for i in range(self.concurrent_batches)]
         loop = asyncio.get_running_loop()
         self._workers = [loop.create_task(self._work(i), name=f"micro-batcher-{i}")
                          for i in range(self.concurrent_batches)]
@@ -195,9 +197,9 @@ class MicroBatcher:
                 request.future.set_exception(Overloaded("the service is shutting down"))
         if self._room is not None:
             self._room.set()  # background submits waiting for room see the batcher stopped
-        if self._executor is not None:
-            self._executor.shutdown(wait=False)
-            self._executor = None
+        for executor in self._executors:
+            executor.shutdown(wait=False)
+        self._executors = []
 
     # --- callers
 
@@ -257,14 +259,17 @@ class MicroBatcher:
             self._room.set()
         return taken + background, background
 
-    async def _collect(self) -> tuple[list[tuple[_Request, int, int]], int]:
+    async def _collect(self, worker: int) -> tuple[list[tuple[_Request, int, int]], int]:
         assert self._arrived is not None
         batch: list[tuple[_Request, int, int]] = []
         size, background = 0, 0
         while size == 0:
-            if not self.depth:
+            # worker k takes a batch only while workers 0..k-1 all run one: a lone client is always served
+            # by worker 0 (ORT's caches stay warm in one thread: batch-1 latency is one worker's)
+            if not self.depth or any(i not in self._running_since for i in range(worker)):
                 self._arrived.clear()
                 await self._arrived.wait()
+                continue
             size, background = self._take(self.max_batch_size, batch, 0)
         if size < self.max_batch_size and self._last_batch_size > 1 and self.max_wait_ms > 0:
             # Requests are arriving concurrently: wait out the delay for company, taking arrivals as they come.
@@ -301,12 +306,14 @@ class MicroBatcher:
         loop = asyncio.get_running_loop()
         buffers: dict[tuple, np.ndarray] = {}  # this worker's: the other may be filling its own meanwhile
         while True:
-            batch, size = await self._collect()
+            batch, size = await self._collect(worker)
             self._on_depth(self.depth)
             started = time.perf_counter()
             self._running_since[worker] = started
+            if self.depth and worker + 1 < self.concurrent_batches:
+                self._arrived.set()  # items are waiting: the next worker may take them now
             try:
-                outputs = await loop.run_in_executor(self._executor, self.run_batch,
+                outputs = await loop.run_in_executor(self._executors[worker], self.run_batch,
                                                      self._stack(batch, size, buffers))
             except Exception as e:  # the whole batch failed: every caller in it gets the error
                 log.exception("batch of %d failed", size)

@@ -303,6 +303,24 @@ def test_concurrent_batches_run_at_once_and_share_the_queue():
     assert most[0] == 2
 
 
+def test_one_request_at_a_time_stays_on_the_first_worker():
+    threads = []
+
+    def runner(x: np.ndarray) -> dict[str, np.ndarray]:
+        threads.append(threading.current_thread().name)
+        return {"sum": x.reshape(len(x), -1).sum(1)}
+
+    async def main():
+        b = MicroBatcher(runner, max_batch_size=4, max_wait_ms=0, max_queue=8, concurrent_batches=3)
+        b.start()
+        for k in range(6):
+            await b.submit([np.full(1, float(k))])
+        await b.stop()
+
+    run(main())
+    assert len(threads) == 6 and len(set(threads)) == 1, threads
+
+
 def test_a_cancelled_request_never_reaches_the_runner():
     runner = Runner(held=True)
 
