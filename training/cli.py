@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "training.fewshot.cli",  # fewshot, fewshot-eval, fewshot-export
     "training.export_cli",  # export, verify, localise
     "training.wsinfer",  # export-wsinfer (TorchScript + WSInfer config.json)
+    "training.ensemble",  # cv-ensemble
 )
 
 

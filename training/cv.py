@@ -33,6 +33,11 @@ def _cell(values: list[float]) -> str:
     return f"{np.mean(values):.3f} ± {np.std(values):.3f}"
 
 
+def folds_description(split_description: str) -> str:
+    """One fold's split description, said of all the folds."""
+    return re.sub(r"test fold \d+ of (\d+)", r"test: each of the \1 folds in turn", split_description)
+
+
 def cv_table(method_dirs: list[str | Path]) -> tuple[str, dict]:
     dirs = [Path(d) for d in method_dirs]
     folds = {d: _folds(d) for d in dirs}
@@ -62,7 +67,7 @@ def cv_table(method_dirs: list[str | Path]) -> tuple[str, dict]:
     add("majority class", [{"accuracy": m["majority_rate"], "balanced_accuracy": 1.0 / len(m["classes"])}
                            for m in first])
     n_test = [m["test"]["n"] for m in first]
-    description = re.sub(r"test fold \d+ of (\d+)", r"test: each of the \1 folds in turn", first[0]["split"]["description"])
+    description = folds_description(first[0]["split"]["description"])
     header = [f"{len(common)} folds ({', '.join(str(k) for k in common)}); {description}; test images per fold {n_test}.",
               "Mean ± standard deviation over folds (one seed per fold).", "",
               "| method | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]

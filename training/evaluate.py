@@ -39,11 +39,12 @@ def load_checkpoint(path, device="cpu") -> tuple[torch.nn.Module, dict]:
     return model.to(device).eval(), ckpt
 
 
-def evaluate_run(run_dir, data=None, mask_root=None, baseline: bool | None = None) -> dict:
+def run_logits(run_dir, data=None, mask_root=None):
+    """A trained run's best checkpoint, its config and split, and `logits_of(part, tta=False)` -> (logits,
+    labels) of that split part, computed the way evaluation computes them."""
     run = Path(run_dir)
     if not (run / "checkpoint.pt").is_file():
         raise FileNotFoundError(f"{run} has no checkpoint.pt; train first (python -m training train ...)")
-    t0 = time.time()
     model, ckpt = load_checkpoint(run / "checkpoint.pt")
     cfg = TrainConfig(**ckpt["config"])
     device = pick_device(cfg)
@@ -53,7 +54,6 @@ def evaluate_run(run_dir, data=None, mask_root=None, baseline: bool | None = Non
     split = load_split(run / "split.json", root=data or here[0], mask_root=mask_root or here[1])
     cache = image_cache(cfg)
     tf = eval_transform(cfg.mean, cfg.std)
-
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
 
@@ -61,6 +61,14 @@ def evaluate_run(run_dir, data=None, mask_root=None, baseline: bool | None = Non
         ds = HistoDataset(split.part(part), cfg.image_size, tf, cache=cache)
         return predict(model, torch.utils.data.DataLoader(ds, cfg.batch_size), device, cfg.amp, cfg.cpu_bf16,
                        tta=tta, channels_last=cfg.channels_last)
+
+    return ckpt, cfg, split, logits_of
+
+
+def evaluate_run(run_dir, data=None, mask_root=None, baseline: bool | None = None) -> dict:
+    run = Path(run_dir)
+    t0 = time.time()
+    ckpt, cfg, split, logits_of = run_logits(run, data, mask_root)
 
     val_logits, val_y = logits_of("val")
     test_logits, test_y = logits_of("test")

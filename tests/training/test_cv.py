@@ -42,3 +42,57 @@ def test_methods_tested_on_different_folds_are_refused(tmp_path):
     _run(b, 0, 0.7, ["other.png"])
     with pytest.raises(ValueError, match="different splits"):
         cv_table([a, b])
+
+
+def _cached_probabilities(run, plain, tta, labels):
+    """A run whose test probabilities are already cached (written after its checkpoint)."""
+    import numpy as np
+
+    (run / "checkpoint.pt").write_bytes(b"")
+    np.savez(run / "test_probabilities.npz", plain=np.asarray(plain), tta=np.asarray(tta),
+             labels=np.asarray(labels), groups=np.asarray([f"g{i}" for i in range(len(labels))]))
+
+
+def test_ensemble_averages_member_probabilities_fold_by_fold(tmp_path):
+    from training.ensemble import cv_ensemble
+
+    a, b = tmp_path / "cbam", tmp_path / "plain"
+    labels = [0, 0, 1, 1]
+    # each member is sure where it is right and unsure where it is wrong: the mean is right on all four
+    sure_a = [[0.9, 0.1], [0.9, 0.1], [0.6, 0.4], [0.05, 0.95]]
+    sure_b = [[0.4, 0.6], [0.9, 0.1], [0.1, 0.9], [0.1, 0.9]]
+    for fold in (0, 1):
+        files = [f"f{fold}_{i}.png" for i in range(4)]
+        _run(a, fold, 0.75, files)
+        _run(b, fold, 0.75, files)
+        _cached_probabilities(a / f"fold{fold}", sure_a, sure_a, labels)
+        _cached_probabilities(b / f"fold{fold}", sure_b, [[0.9, 0.1]] * 4, labels)
+    table, summary = cv_ensemble([a, b])
+    assert "| cbam | 0.750 ± 0.000" in table and "| plain | 0.750 ± 0.000" in table
+    assert "| ensemble | 1.000 ± 0.000" in table
+    assert "| plain + dihedral TTA | 0.500 ± 0.000" in table  # always class 0
+    assert summary["methods"]["ensemble + dihedral TTA"]["balanced_accuracy"] == [0.75, 0.75]
+    assert "test: each of the 2 folds in turn" in table and "colour + texture baseline" in table
+
+
+def test_ensemble_refuses_members_tested_on_other_folds(tmp_path):
+    from training.ensemble import cv_ensemble
+
+    a, b = tmp_path / "cbam", tmp_path / "plain"
+    _run(a, 0, 0.8, ["x.png"])
+    _run(b, 0, 0.7, ["other.png"])
+    with pytest.raises(ValueError, match="different splits"):
+        cv_ensemble([a, b])
+
+
+def test_ensemble_members_of_one_name_are_told_apart_by_their_paths(tmp_path):
+    from training.ensemble import cv_ensemble
+
+    a, b = tmp_path / "finetuned" / "cbam", tmp_path / "probe" / "cbam"
+    for d, bal in ((a, 0.9), (b, 0.6)):
+        _run(d, 0, bal, ["x.png", "y.png"])
+        _cached_probabilities(d / "fold0", [[0.9, 0.1], [0.2, 0.8]] if bal > 0.8 else [[0.9, 0.1]] * 2, [[0.5, 0.5]] * 2,
+                              [0, 1])
+    table, summary = cv_ensemble([a, b])
+    assert f"| {a} | 1.000" in table and f"| {b} | 0.500" in table
+    assert len(summary["methods"][str(a)]["balanced_accuracy"]) == 1
