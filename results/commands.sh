@@ -161,3 +161,17 @@ bash results/cv_tad_lite0.sh
 bash results/collect.sh runs/cv_tad results/supervised/cv_tad
 $T cv-table runs/cv_tad/ebhi/tad_cbam_efficientnet_lite0 runs/cv/ebhi/cbam_efficientnet_lite0 runs/cv/ebhi/efficientnet_lite0 \
     --json results/supervised/cv_tad_ebhi.json > results/supervised/cv_tad_ebhi.md
+
+# === Round 5 ===
+# Equal-weight ensembles of the networks already trained on the same 5 folds (inference only; each run's test
+# probabilities are cached in RUN/test_probabilities.npz): results/supervised/cv_ensemble/*.{md,json}
+bash results/cv_ensemble.sh
+# The serving benchmark with two batch workers (HISTOSERVE_CONCURRENT_BATCHES=2, the new default), pipelined
+# /adapt embedding and the Newton-fitted logistic head; quoted in the README's performance section
+OPENBLAS_NUM_THREADS=1 .venv/bin/python -m bench --provider cpu --model ebhi_cbam_efficientnet_lite0 \
+    --adapt-model fewshot_dual_attention_lite0
+# The batch-worker settings compared under the same /classify load, each run twice, interleaved
+# (bench/results/sweep-<time>.json; the README quotes the run after the worker-0-first change)
+OPENBLAS_NUM_THREADS=1 .venv/bin/python -m bench.sweep --config one_worker:CONCURRENT_BATCHES=1 \
+    --config two_workers:CONCURRENT_BATCHES=2 --config two_single_threaded:CONCURRENT_BATCHES=2,INTRA_OP_THREADS=1 \
+    --repeat 2 --model ebhi_cbam_efficientnet_lite0

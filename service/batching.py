@@ -265,7 +265,7 @@ class MicroBatcher:
         size, background = 0, 0
         while size == 0:
             # worker k takes a batch only while workers 0..k-1 all run one: a lone client is always served
-            # by worker 0 (ORT's caches stay warm in one thread: batch-1 latency is one worker's)
+            # by worker 0, in one thread (any idle worker taking it measured slower at concurrency 1)
             if not self.depth or any(i not in self._running_since for i in range(worker)):
                 self._arrived.clear()
                 await self._arrived.wait()
