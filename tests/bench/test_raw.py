@@ -10,7 +10,7 @@ from service.store import load_bundle
 def test_the_reference_is_the_better_of_the_service_settings_and_ort_defaults(tiny_store, ebhi_dir):
     bundle = load_bundle(tiny_store / "tiny_cbam" / "1")
     samples = load_samples(ebhi_dir.parent, 1)
-    plain = raw.measure(bundle, samples, Settings(max_batch_size=2), seconds=0.05, min_runs=2)
+    plain = raw.measure(bundle, samples, Settings(max_batch_size=2, concurrent_batches=1), seconds=0.05, min_runs=2)
     assert plain["ort_defaults_batches"] is None and plain["best_from"] == "service settings"
 
     streams = Settings(max_batch_size=2, concurrent_batches=2, intra_op_threads=1)

@@ -122,8 +122,9 @@ def test_chunked_body_over_limit_is_413(client):
 
 
 def test_parallel_requests_are_batched_and_each_gets_its_own_answer(app_factory, bundles):
-    # The first request holds the ORT call; eight more queue behind it and must run as one batch.
-    app = app_factory(max_batch_size=8, max_wait_ms=0.0)
+    # One batch worker: the first request holds the ORT call; eight more queue behind it and must run as
+    # one batch (two workers at once: tests/service/test_batching.py and the full-queue test below).
+    app = app_factory(max_batch_size=8, max_wait_ms=0.0, concurrent_batches=1)
     arrays = [random_rgb(100 + i) for i in range(9)]
     expected = reference_probabilities(bundles["cls"], arrays)
     with TestClient(app) as c:
@@ -161,9 +162,9 @@ def test_parallel_requests_are_batched_and_each_gets_its_own_answer(app_factory,
 
 
 def test_a_request_past_the_queue_deadline_gets_503_at_once(app_factory):
-    # Batches of 1; the ORT call is held. With one request running and one queued, the next one's
-    # estimated wait is a whole batch, longer than a 1 ms deadline once a batch has been timed.
-    with TestClient(app_factory(max_batch_size=1, max_queue_wait_ms=1.0)) as c:
+    # Batches of 1, one worker; the ORT call is held. With one request running and one queued, the next
+    # one's estimated wait is a whole batch, longer than a 1 ms deadline once a batch has been timed.
+    with TestClient(app_factory(max_batch_size=1, max_queue_wait_ms=1.0, concurrent_batches=1)) as c:
         batcher = c.app.state.registry.resolve("tiny_cls").batcher
         entered, release, real_run = threading.Event(), threading.Event(), batcher.run_batch
 
@@ -195,8 +196,8 @@ def test_a_request_past_the_queue_deadline_gets_503_at_once(app_factory):
 
 
 def test_full_queue_answers_503_with_retry_after(app_factory):
-    # Batches of 1 and a queue of 2; the ORT call is held until the test releases it.
-    with TestClient(app_factory(max_queue=2, max_files=2, max_batch_size=1)) as c:
+    # Batches of 1, two workers and a queue of 2; the ORT calls are held until the test releases them.
+    with TestClient(app_factory(max_queue=2, max_files=2, max_batch_size=1, concurrent_batches=2)) as c:
         batcher = c.app.state.registry.resolve("tiny_cls").batcher
         release, real_run = threading.Event(), batcher.run_batch
 
@@ -205,16 +206,17 @@ def test_full_queue_answers_503_with_retry_after(app_factory):
             return real_run(x)
 
         batcher.run_batch = held_run
-        with ThreadPoolExecutor(max_workers=3) as pool:
-            waiting = [pool.submit(c.post, "/classify", files=_files(png(random_rgb(i)))) for i in range(3)]
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            waiting = [pool.submit(c.post, "/classify", files=_files(png(random_rgb(i)))) for i in range(4)]
             deadline = time.monotonic() + 10
-            while batcher.depth < 2 and time.monotonic() < deadline:  # one running, two queued
+            while batcher.depth < 2 and time.monotonic() < deadline:  # two running, two queued
                 time.sleep(0.01)
+            assert batcher.depth == 2
             r = c.post("/classify", files=_files(png(random_rgb(9))))
             release.set()
             assert_error(r, 503, "overloaded")
             assert int(r.headers["retry-after"]) >= 1
-            assert [f.result().status_code for f in waiting] == [200, 200, 200]
+            assert [f.result().status_code for f in waiting] == [200, 200, 200, 200]
         assert c.post("/classify", files=_files(png(random_rgb(0)))).status_code == 200
 
 
