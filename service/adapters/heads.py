@@ -201,12 +201,10 @@ def _cosine_gradient(u: np.ndarray, w: np.ndarray) -> np.ndarray:
     return (w - (w * u_hat).sum(1, keepdims=True) * u_hat) / norm
 
 
-def _class_means(x: np.ndarray, y: np.ndarray, n_classes: int, keep: np.ndarray | None = None) -> np.ndarray:
-    """(K, D) class means of x (N, D); with `keep` (F, N) bool, of the rows each of F problems keeps, (F, K, D),
-    x (N, D) shared or (F, N, D) per problem, in one batched product."""
+def _class_means(x: np.ndarray, y: np.ndarray, n_classes: int, keep: np.ndarray) -> np.ndarray:
+    """(F, K, D): for each of F problems, the class means of the rows of x its row of `keep` (F, N) keeps;
+    x (N, D) shared, or (F, N, D) one per problem; one batched product."""
     onehot = np.eye(n_classes)[np.asarray(y, dtype=np.int64)]  # (N, K)
-    if keep is None:
-        return (onehot.T @ x) / onehot.sum(axis=0)[:, None]
     members = (np.asarray(keep, dtype=np.float64)[:, :, None] * onehot).transpose(0, 2, 1)  # (F, K, N)
     return (members @ x) / members.sum(axis=2, keepdims=True)
 

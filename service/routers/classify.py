@@ -45,10 +45,7 @@ async def classify(
         chosen, loaded = None, registry.classifier(model)
     rescale = inference.rescale_for(loaded, mpp, fallback_mpp=settings.slide_model_mpp,
                                     max_pixels=settings.max_image_pixels)
-    if rescale is None:
-        x, rescaled = await inference.prepare(loaded, files, settings.max_image_pixels), None
-    else:
-        x, rescaled = await inference.prepare_rescaled(loaded, files, settings.max_image_pixels, rescale)
+    x, rescaled = await inference.prepare(loaded, files, settings.max_image_pixels, rescale)
     if chosen is None:
         results = await inference.classify(loaded, x, top_k)
     else:
