@@ -9,7 +9,8 @@ serrated adenoma), support and queries from different specimens. Query kinds: ow
 the adapter's classes), ebhi_other (EBHI's other classes: same organ, other diagnosis), breakhis (breast
 tissue: another organ and lab), glass (near-white images with sensor noise), blur (own queries under a
 Gaussian blur of radius 8 px at 224 px scale). Prints one JSON line per shot count: the query accuracy of
-the head /adapt chooses (auto) and of each head forced, and the flag rates.
+the head /adapt chooses (auto) and of each head forced, and the flag rates. `--augment dihedral` builds
+the adapters as /adapt does with `augment=dihedral`: each support image's 8 rotations/flips as shots.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from PIL import Image, ImageFilter
 
 from service.adapters import HEADS, new_adapter
 from service.imaging import preprocess
+from service.inference import DIHEDRAL
 from service.runtime import ModelRuntime
 from service.settings import REPO_ROOT, Settings
 from service.store import load_bundle
@@ -43,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--per-class", type=int, default=60, help="images read per class (sorted, spread over specimens)")
     p.add_argument("--shots", type=int, nargs="+", default=[1, 5])
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--augment", choices=("none", "dihedral"), default="none", help="support views, as /adapt's")
     args = p.parse_args(argv)
     rng = np.random.default_rng(args.seed)
     bundle = load_bundle(args.model)
@@ -65,6 +68,11 @@ def main(argv: list[str] | None = None) -> int:
     ebhi, breakhis = args.data / "ebhi_seg", args.data / "breakhis_200x"
     own_paths = {c: pick(ebhi / c, args.per_class) for c in UNSEEN}
     own = {c: embed(read(ps)) for c, ps in own_paths.items()}
+    views = DIHEDRAL if args.augment == "dihedral" else (None,)
+    # (images, views, D): every view of every image of the unseen classes, for the support sets
+    own_views = {c: own[c][:, None] if len(views) == 1 else embed(
+        [img if t is None else img.transpose(t) for img in read(ps) for t in views]).reshape(len(ps), len(views), -1)
+        for c, ps in own_paths.items()}
     blur = {c: embed([img.filter(ImageFilter.GaussianBlur(8 * img.width / 224)) for img in read(ps)])
             for c, ps in own_paths.items()}
     other = np.concatenate([embed(read(pick(ebhi / c, args.per_class))) for c in OTHER])
@@ -79,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         accuracy, heads = [], {}
         by_head: dict[str, list[float]] = {h: [] for h in HEADS}  # each head forced: what choosing adds
         for _ in range(args.episodes):
-            support, labels, queries, truth, blurred = [], [], [], [], []
+            support, labels, groups, queries, truth, blurred = [], [], [], [], [], []
             for c in UNSEEN:
                 specimens = sorted({_specimen(q) for q in own_paths[c]})
                 order = rng.permutation(len(specimens))
@@ -92,16 +100,18 @@ def main(argv: list[str] | None = None) -> int:
                     if len(idx) >= shots:
                         break
                 rest = [i for i, q in enumerate(own_paths[c]) if _specimen(q) not in used]
-                support.append(own[c][idx])
-                labels += [c] * len(idx)
+                support.append(own_views[c][idx].reshape(len(idx) * len(views), -1))
+                groups += [len(groups) // len(views) + g for g in range(len(idx)) for _ in views]
+                labels += [c] * (len(idx) * len(views))
                 queries.append(own[c][rest])
                 truth += [c] * len(rest)
                 blurred.append(blur[c][rest])
             q, support_emb = np.concatenate(queries), np.concatenate(support)
             for head in ("auto", *HEADS):
                 fitted = new_adapter(name=None, model=bundle.name, version=bundle.version, embeddings=support_emb,
-                                     labels=labels, head=head, distance=bundle.embedding_distance,
-                                     temperature=bundle.embedding_temperature)
+                                     labels=labels, groups=groups, head=head, distance=bundle.embedding_distance,
+                                     temperature=bundle.embedding_temperature,
+                                     augmentation=None if args.augment == "none" else args.augment)
                 predicted = np.asarray(fitted.classes)[fitted.classify(q).argmax(1)]
                 (accuracy if head == "auto" else by_head[head]).append(float((predicted == np.asarray(truth)).mean()))
                 if head == "auto":
@@ -112,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
                 flags, _ = adapter.outside(emb)
                 rates[kind].append(float(np.mean(flags)))
         print(json.dumps({"bundle": bundle.ref, "way": 3, "shots": shots, "episodes": args.episodes,
+                          **({"augment": args.augment} if args.augment != "none" else {}),
                           "accuracy": round(float(np.mean(accuracy)), 3), "heads": heads,
                           "accuracy_by_head": {h: round(float(np.mean(v)), 3) for h, v in by_head.items()},
                           "flagged": {k: round(float(np.mean(v)), 3) for k, v in rates.items()}}))

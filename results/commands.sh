@@ -175,3 +175,8 @@ OPENBLAS_NUM_THREADS=1 .venv/bin/python -m bench --provider cpu --model ebhi_cba
 OPENBLAS_NUM_THREADS=1 .venv/bin/python -m bench.sweep --config one_worker:CONCURRENT_BATCHES=1 \
     --config two_workers:CONCURRENT_BATCHES=2 --config two_single_threaded:CONCURRENT_BATCHES=2,INTRA_OP_THREADS=1 \
     --repeat 2 --model ebhi_cbam_efficientnet_lite0
+# /adapt's heads on the same 300 episodes with the dihedral support augmentation (augment=dihedral); without it
+# the round-4 command above reproduces bench/results/adapter-oos-fewshot_dual_attention_lite0-1.jsonl byte for
+# byte under the Newton-fitted logistic head
+.venv/bin/python -m bench.adapter_oos --model model_store/fewshot_dual_attention_lite0/1 --episodes 100 \
+    --shots 1 5 10 --augment dihedral > bench/results/adapter-oos-fewshot_dual_attention_lite0-1-dihedral.jsonl
