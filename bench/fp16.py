@@ -15,17 +15,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from bundle import FORMAT_VERSION, BundleError, portable, publish, sha256_file, staging, write_manifest
+from bundle import BundleError, sha256_file, staging
 from bundle.datasets import is_image
 from service.imaging import decode_image, preprocess
 from service.settings import REPO_ROOT, Settings
 from service.store import Bundle, load_bundle
+
+from .derived import publish_copy
 
 MIN_ELEMENTS = 1024  # smaller tensors (biases, BatchNorm folded scales) stay float32: they are not the bytes
 METHOD = "float16 initializers cast to float32 in the graph (ONNX Runtime folds the casts at load)"
@@ -94,22 +95,14 @@ def half_bundle(bundle: Bundle, images: np.ndarray, out_store: Path, name: str |
     name, version = name or bundle.name, version or bundle.version
     with staging(out_store, name, version) as staged:
         converted = half_weights(bundle.model_file, staged / "model.onnx")
-        for f in bundle.path.iterdir():
-            if f.is_file() and f.name not in ("model.onnx", "manifest.json"):
-                shutil.copyfile(f, staged / f.name)
         measured = parity(bundle.model_file, staged / "model.onnx", images, bundle.task)
-        manifest = portable(json.loads((bundle.path / "manifest.json").read_text(encoding="utf-8")))
-        graphs = {k: dict(v) for k, v in manifest["graphs"].items()}
-        graphs["classify"]["quantization"] = {
+        publish_copy(bundle, staged, out_store, name, version, {
             "precision": "float16", "source": bundle.ref, "source_sha256": sha256_file(bundle.model_file),
             "method": METHOD, "weights": f"float16 ({converted} tensors of >= {MIN_ELEMENTS} values)",
             "activations": "float32", "eval_source": note,
             "tolerance": TOLERANCE["classification" if bundle.task == "classification" else "embedding"],
             "measured": measured,
-        }
-        manifest.update(format_version=FORMAT_VERSION, name=name, version=version, graphs=graphs)
-        write_manifest(staged, manifest)
-        publish(staged, out_store, name, version)
+        })
     return load_bundle(Path(out_store) / name / str(version))
 
 

@@ -15,24 +15,29 @@ cProfile adds to it, so `--no-profile` measures it alone (no function list).
 """
 from __future__ import annotations
 
-import argparse
-import cProfile
-import io
-import json
 import os
-import pstats
-import subprocess
-import sys
-import tempfile
-import threading
-import time
-from pathlib import Path
 
-from service.settings import REPO_ROOT
+# As `python -m service` runs (service/__main__.py): one BLAS thread. OpenBLAS reads it when numpy loads,
+# so it is set before any import that loads numpy; an explicit OPENBLAS_NUM_THREADS still wins.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from .images import load_samples
-from .report import command_line, write_results
-from .servers import free_port
+import argparse  # noqa: E402
+import cProfile  # noqa: E402
+import io  # noqa: E402
+import json  # noqa: E402
+import pstats  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from service.settings import REPO_ROOT  # noqa: E402
+
+from .images import load_samples  # noqa: E402
+from .report import command_line, write_results  # noqa: E402
+from .servers import free_port  # noqa: E402
 
 RESULTS = REPO_ROOT / "bench" / "results"
 
@@ -47,7 +52,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model-store", type=Path, default=None, help="default: the service's (model_store/)")
     p.add_argument("--out-dir", type=Path, default=RESULTS)
     args = p.parse_args(argv)
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as `python -m service` runs
     import uvicorn
 
     from service.main import create_app

@@ -16,23 +16,13 @@ beside the fp32 bundle on accuracy, Grad-CAM parity and raw speed.
 from __future__ import annotations
 
 import json
-import shutil
 import tempfile
 import zlib
 from pathlib import Path
 
 import numpy as np
 
-from bundle import (
-    FORMAT_VERSION,
-    BundleError,
-    portable,
-    publish,
-    sha256_file,
-    staging,
-    validate_bundle,
-    write_manifest,
-)
+from bundle import BundleError, sha256_file, staging, validate_bundle
 from bundle.datasets import group_of, is_image, resolve_dataset
 from service.imaging import decode_image, preprocess
 from service.runtime import ModelRuntime
@@ -40,6 +30,7 @@ from service.settings import Settings
 from service.store import Bundle, load_bundle
 
 from . import raw
+from .derived import publish_copy
 
 QUANTIZED_OPS = ["Conv", "Gemm", "MatMul"]
 METHOD = "onnxruntime quantize_static, QDQ, MinMax"
@@ -142,25 +133,16 @@ def quantize_bundle(bundle: Bundle, calibration: np.ndarray, out_store: Path, no
                             quant_format=QuantFormat.QDQ, op_types_to_quantize=QUANTIZED_OPS, per_channel=True,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                             calibrate_method=CalibrationMethod.MinMax)
-        for f in bundle.path.iterdir():
-            if f.is_file() and f.name not in ("model.onnx", "manifest.json"):
-                shutil.copyfile(f, staged / f.name)
         measured = _parity(bundle.model_file, staged / "model.onnx",
                            evaluation if evaluation is not None else calibration)
-        manifest = portable(json.loads((bundle.path / "manifest.json").read_text(encoding="utf-8")))
-        graphs = {k: dict(v) for k, v in manifest["graphs"].items() if k in bundle.graphs}
-        graphs["classify"]["quantization"] = {
+        quantization = {
             "precision": "int8", "source": bundle.ref, "source_sha256": source_sha, "method": METHOD,
             "ops": QUANTIZED_OPS, "weights": "int8 per channel", "activations": "uint8",
             "calibration_images": int(len(calibration)), "calibration_source": note,
             "tolerance": dict(tolerance or TOLERANCE), "measured": measured,
         }
-        manifest.update(
-            format_version=FORMAT_VERSION, name=name, graphs=graphs,
-            metrics={},  # the fp32 metrics do not describe this graph; the benchmark reports its own
-        )
-        write_manifest(staged, manifest)
-        publish(staged, out_store, name, version)
+        # metrics={}: the fp32 metrics do not describe this graph; the benchmark reports its own
+        publish_copy(bundle, staged, out_store, name, version, quantization, graphs=bundle.graphs, metrics={})
     return load_bundle(final)
 
 

@@ -448,31 +448,35 @@ def _folds(y: np.ndarray, groups: np.ndarray) -> tuple[list[np.ndarray], str]:
     return [np.asarray(f) for f in folds if f], f"{CV_FOLDS}-fold cross-validation"
 
 
+def held_out_masks(y: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, str]:
+    """(F, N) bool, the images each held-out fold leaves out (see `_folds`), and the method's name."""
+    folds, method = _folds(y, groups)
+    return np.asarray([np.isin(groups, held) for held in folds], dtype=bool).reshape(len(folds), len(y)), method
+
+
 def cross_validate(kind: str, embeddings: np.ndarray, y: np.ndarray, groups: np.ndarray, n_classes: int, *,
-                   full: Head | None = None, **params) -> tuple[float | None, np.ndarray, str]:
+                   full: Head | None = None, held_out: tuple[np.ndarray, str] | None = None,
+                   **params) -> tuple[float | None, np.ndarray, str]:
     """Accuracy of `kind` on held-out support images, the held-out images' distances to their own
     class (in the head's geometry, fitted without them), and the method's name.
 
-    `full`: the head fitted on every image, to warm-start the held-out logistic fits."""
-    folds, method = _folds(y, groups)
+    `full`: the head fitted on every image, to warm-start the held-out logistic fits. `held_out`:
+    `held_out_masks(y, groups)` when the caller already has it (the same folds for every head)."""
+    outs, method = held_out if held_out is not None else held_out_masks(y, groups)
+    if not outs.any():
+        return None, np.zeros(0), "one shot per class"
+    if kind == LOGISTIC:
+        warm = full if full is not None else fit_head(kind, embeddings, y, n_classes, **params)
+        heads = held_out_logistic_heads(embeddings, y, n_classes, ~outs, warm)
+    else:
+        heads = held_out_mean_heads(kind, embeddings, y, n_classes, ~outs, **params)
     correct = 0
     own: list[np.ndarray] = []
-    outs = [np.isin(groups, held) for held in folds]
-    if not folds:
-        heads = []
-    elif kind == LOGISTIC:
-        warm = full if full is not None else fit_head(kind, embeddings, y, n_classes, **params)
-        heads = held_out_logistic_heads(embeddings, y, n_classes, ~np.stack(outs), warm)
-    else:
-        heads = held_out_mean_heads(kind, embeddings, y, n_classes, ~np.stack(outs), **params)
     for out, head in zip(outs, heads, strict=True):
         predicted = np.argmax(head.logits(embeddings[out]), axis=1)
         correct += int((predicted == y[out]).sum())
         own.append(head.distances(embeddings[out])[np.arange(int(out.sum())), y[out]])
-    total = sum(int(np.isin(groups, h).sum()) for h in folds)
-    if not total:
-        return None, np.zeros(0), "one shot per class"
-    return correct / total, np.concatenate(own), method
+    return correct / int(outs.sum()), np.concatenate(own), method
 
 
 @dataclass
@@ -496,7 +500,9 @@ def select_head(embeddings: np.ndarray, y: np.ndarray, n_classes: int, *, groups
     groups = np.arange(len(y)) if groups is None else np.asarray(groups)
     params = {"distance": distance, "temperature": temperature}
     fitted = {kind: fit_head(kind, e, y, n_classes, **params) for kind in heads}
-    results = {kind: cross_validate(kind, e, y, groups, n_classes, full=fitted[kind], **params) for kind in heads}
+    held_out = held_out_masks(y, groups)
+    results = {kind: cross_validate(kind, e, y, groups, n_classes, full=fitted[kind], held_out=held_out, **params)
+               for kind in heads}
     method = next(iter(results.values()))[2]
     if method == "one shot per class" and len(heads) == 1:
         chosen = heads[0]
