@@ -180,3 +180,27 @@ OPENBLAS_NUM_THREADS=1 .venv/bin/python -m bench.sweep --config one_worker:CONCU
 # byte under the Newton-fitted logistic head
 .venv/bin/python -m bench.adapter_oos --model model_store/fewshot_dual_attention_lite0/1 --episodes 100 \
     --shots 1 5 10 --augment dihedral > bench/results/adapter-oos-fewshot_dual_attention_lite0-1-dihedral.jsonl
+
+# === Round 6 ===
+# The EBHI-Seg fine-tuning recipes with twice the budget (16 epochs) on the same 5 folds: every fold's validation
+# balanced accuracy was still rising at epoch 8. The plain twin ran all 5 folds; the CBAM network did not fit in
+# the session (the script runs it after the plain twin). Table: results/supervised/cv_long_ebhi.{md,json}
+bash results/cv_long_lite0.sh
+bash results/collect.sh runs/cv_long results/supervised/cv_long
+$T cv-table runs/cv_long/ebhi/efficientnet_lite0 runs/cv/ebhi/efficientnet_lite0 runs/cv/ebhi/cbam_efficientnet_lite0 \
+    --json results/supervised/cv_long_ebhi.json > results/supervised/cv_long_ebhi.md
+# The meta-trained BreakHis-only embedding (results/fewshot_lite0.sh's breakhis/dual_attention run) through
+# /adapt's heads, with and without the dihedral support augmentation, on the same 100 episodes as the other
+# adapter-oos files (EBHI-Seg's unseen classes: the breakhis->ebhi column as the service computes it)
+$T fewshot-export --run runs/fs_lite0/breakhis/dual_attention --store runs/fs_lite0/store_breakhis \
+    --name fewshot_dual_attention_lite0_breakhis
+M=runs/fs_lite0/store_breakhis/fewshot_dual_attention_lite0_breakhis/1
+.venv/bin/python -m bench.adapter_oos --model $M --episodes 100 --shots 1 5 10 \
+    > bench/results/adapter-oos-fewshot_dual_attention_lite0_breakhis-1.jsonl
+.venv/bin/python -m bench.adapter_oos --model $M --episodes 100 --shots 1 5 --augment dihedral \
+    > bench/results/adapter-oos-fewshot_dual_attention_lite0_breakhis-1-dihedral.jsonl
+# Round 6's one ensemble, fixed before scoring: round 5's six EBHI-Seg networks and the 16-epoch plain twin
+$T cv-ensemble runs/cv/ebhi/cbam_efficientnet_lite0 runs/cv/ebhi/efficientnet_lite0 \
+    runs/cv_tad/ebhi/tad_cbam_efficientnet_lite0 runs/cv_probe/ebhi/cbam_efficientnet_lite0 \
+    runs/cv_probe/ebhi/efficientnet_lite0 runs/cv_probe/ebhi/efficientnet_lite0_stages45 \
+    runs/cv_long/ebhi/efficientnet_lite0 --out results/supervised/cv_ensemble/ebhi_all_long.md
