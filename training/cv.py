@@ -56,9 +56,14 @@ def cv_table(method_dirs: list[str | Path]) -> tuple[str, dict]:
         rows.append("| " + " | ".join([label, *(_cell([m.get(c) for m in per_fold]) for c in COLUMNS)]) + " |")
         summary["methods"][label] = {c: [m.get(c) for m in per_fold] for c in COLUMNS}
 
+    labels = {}
     for d in dirs:
         arch = metrics[d][0]["architecture"]
-        label = arch if d.name == arch else f"{arch} ({d.name})"  # two recipes of one network stay apart
+        labels[d] = arch if d.name == arch else f"{arch} ({d.name})"  # two recipes of one network stay apart
+    if len(set(labels.values())) < len(labels):  # and two runs of one recipe go by their paths
+        labels = {d: f"{metrics[d][0]['architecture']} ({d})" for d in dirs}
+    for d in dirs:
+        label = labels[d]
         add(label, [m["test"] for m in metrics[d]])
         if all("test_tta" in m for m in metrics[d]):
             add(f"{label} + dihedral TTA", [m["test_tta"] for m in metrics[d]])

@@ -96,3 +96,12 @@ def test_ensemble_members_of_one_name_are_told_apart_by_their_paths(tmp_path):
     table, summary = cv_ensemble([a, b])
     assert f"| {a} | 1.000" in table and f"| {b} | 0.500" in table
     assert len(summary["methods"][str(a)]["balanced_accuracy"]) == 1
+
+
+def test_two_runs_of_one_recipe_are_told_apart_by_their_paths(tmp_path):
+    a, b = tmp_path / "long" / "plain", tmp_path / "short" / "plain"
+    for d, bal in ((a, 0.9), (b, 0.6)):
+        _run(d, 0, bal, ["x.png"])
+    table, summary = cv_table([a, b])
+    assert f"| plain ({a}) | 0.900" in table and f"| plain ({b}) | 0.600" in table
+    assert set(summary["methods"]) >= {f"plain ({a})", f"plain ({b})"}
