@@ -204,3 +204,12 @@ $T cv-ensemble runs/cv/ebhi/cbam_efficientnet_lite0 runs/cv/ebhi/efficientnet_li
     runs/cv_tad/ebhi/tad_cbam_efficientnet_lite0 runs/cv_probe/ebhi/cbam_efficientnet_lite0 \
     runs/cv_probe/ebhi/efficientnet_lite0 runs/cv_probe/ebhi/efficientnet_lite0_stages45 \
     runs/cv_long/ebhi/efficientnet_lite0 --out results/supervised/cv_ensemble/ebhi_all_long.md
+# The served EBHI-Seg default's recipe (CBAM Lite0 + TAD, fold 0) at 16 epochs, exported to a scratch store with the
+# Grad-CAM localisation of its test split; then published as ebhi_cbam_efficientnet_lite0/4 (float16 weights;
+# /3 removed to keep the store within budget), its own test split over HTTP and its out-of-distribution flag
+bash results/tad_long_lite0.sh
+bash results/collect.sh runs/tad_long/ebhi_tad_cbam_efficientnet_lite0 results/supervised/ebhi_tad_cbam_efficientnet_lite0_16ep
+.venv/bin/python -m bench.fp16 runs/tad_long/store/ebhi_tad_cbam_efficientnet_lite0/1 --store model_store \
+    --name ebhi_cbam_efficientnet_lite0 --version 4 --images 64
+.venv/bin/python -m bench.accuracy model_store/ebhi_cbam_efficientnet_lite0/4
+.venv/bin/python -m bench.classifier_oos model_store/ebhi_cbam_efficientnet_lite0/4

@@ -255,6 +255,7 @@ def _train(cfg: TrainConfig, out_dir: Path, resume: bool, device: torch.device, 
                                                {"train_seconds": time.time() - t0}),
                                out_dir / "checkpoint.pt")
                 row["best"] = True
+        row["elapsed_s"] = round(time.time() - t0, 1)
         history.append(row)
         if world.is_main:
             torch.save(checkpoint_dict(model, model_args, cfg, split, epoch, history, best, {
@@ -264,8 +265,7 @@ def _train(cfg: TrainConfig, out_dir: Path, resume: bool, device: torch.device, 
             (out_dir / "history.json").write_text(json.dumps(history, indent=1))
 
         # log
-        log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
-              + f" elapsed={time.time() - t0:.0f}s", flush=True)
+        log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
 
         # termination: early stop after `patience` evaluations without improvement
         if cfg.patience and stale >= cfg.patience:

@@ -49,6 +49,9 @@ def test_train_writes_a_self_describing_checkpoint_and_evaluates(colour_folder, 
     assert on_disk["test"]["n"] == metrics["test"]["n"] > 0
     assert 0 <= on_disk["test"]["accuracy"] <= 1 and on_disk["temperature"] > 0
     assert "majority_rate" in on_disk["summary"] and on_disk["baseline"]["test"]["n"] == metrics["test"]["n"]
+    # the whole run's wall-clock, not only the time up to the checkpoint kept
+    history = json.loads((run / "history.json").read_text())
+    assert on_disk["training"]["seconds"] == history[-1]["elapsed_s"] >= on_disk["training"]["seconds_to_checkpoint"]
 
 
 def test_resume_continues_from_last_epoch(colour_folder, tmp_path):
