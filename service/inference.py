@@ -46,12 +46,14 @@ def _inputs(blobs: list[tuple[bytes, str]], pre, max_pixels: int, rescale: Resca
 
 
 async def prepare(model: LoadedModel, uploads: list[UploadFile], max_pixels: int,
-                  rescale: Rescale | None = None) -> tuple[list[np.ndarray], list[dict] | None]:
+                  rescale: Rescale | None = None, views: tuple = (None,)
+                  ) -> tuple[list[np.ndarray], list[dict] | None]:
     """Uploads -> the model's input tensors, bytes read here, decoding and preprocessing all of them in one
     hop; with `rescale` (images sent with `mpp`), each is first resampled to the model's pixel size and cut,
-    and the notes of what was done come back beside them (None without)."""
+    and the notes of what was done come back beside them (None without). With `views` (`DIHEDRAL`), each
+    image gives one tensor per view, in a row."""
     blobs = [(await u.read(), u.filename or "upload") for u in uploads]
-    x, notes = await asyncio.to_thread(_inputs, blobs, model.bundle.preprocessing, max_pixels, rescale)
+    x, notes = await asyncio.to_thread(_inputs, blobs, model.bundle.preprocessing, max_pixels, rescale, views)
     return x, notes if rescale is not None else None
 
 
@@ -107,24 +109,33 @@ def _result(probabilities: np.ndarray, classes: list[str], top_k: int) -> dict:
             "top_k": [{"label": classes[int(i)], "probability": float(probabilities[int(i)])} for i in order]}
 
 
-async def classify(model: LoadedModel, x: list[np.ndarray], top_k: int) -> list[dict]:
+async def classify(model: LoadedModel, x: list[np.ndarray], top_k: int, views: int = 1) -> list[dict]:
     """Preprocessed images (from `prepare`) -> one result per image; where the manifest calibrates an
-    out-of-distribution flag, each result says whether the image is flagged, and its score."""
+    out-of-distribution flag, each result says whether the image is flagged, and its score. With `views` > 1
+    (test-time augmentation), each image's `views` tensors are in a row: its probabilities are their mean,
+    as training's TTA figures are, and its flag is read from the first (the image as sent), the view the
+    threshold was calibrated on."""
     calibrated = model.bundle.spec.out_of_distribution if model.bundle.spec is not None else None
     # the energy score misses glass and background (a near-uniform answer can score like tissue), so an image
     # that is mostly not tissue, by the slide detector's rule, is flagged too: measured in a worker thread
     # while the batch runs (about 0.35 ms per image that would otherwise hold the event loop)
     pre = model.bundle.preprocessing
 
+    as_sent = x[::views]
+
     def tissue_fractions() -> list[float]:
-        return [tissue_fraction(input_pixels(t, pre, TISSUE_POOL), pool=1) for t in x]
+        return [tissue_fraction(input_pixels(t, pre, TISSUE_POOL), pool=1) for t in as_sent]
 
     tissue_job = asyncio.ensure_future(asyncio.to_thread(tissue_fractions)) if calibrated is not None and x else None
     outputs = await model.infer(x)
     classes = list(model.bundle.classes)
-    results = [_result(out["probabilities"], classes, top_k) for out in outputs]
+    probabilities = [out["probabilities"] for out in outputs]
+    if views > 1:
+        probabilities = [np.mean(probabilities[i : i + views], axis=0) for i in range(0, len(outputs), views)]
+    results = [_result(p, classes, top_k) for p in probabilities]
     if tissue_job is not None:
-        scores = ood.score(calibrated.score, np.stack([out["logits"] for out in outputs]), calibrated.temperature)
+        logits = np.stack([out["logits"] for out in outputs[::views]])
+        scores = ood.score(calibrated.score, logits, calibrated.temperature)
         tissue = await tissue_job
         flags = ood.flags(scores, calibrated.threshold)
         for result, value, flag, share in zip(results, scores, flags, tissue, strict=True):

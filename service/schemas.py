@@ -10,7 +10,7 @@ dropped silently here. Declare it below to document it.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -94,6 +94,7 @@ class ClassifyResponse(Answer):
     model: str
     version: int
     adapter: AdapterRef | None = Field(description="the adapter used, or null for the bundle's own classifier")
+    tta: Literal["none", "dihedral"] = Field("none", description="test-time augmentation applied")
     results: list[ImageResult] = Field(description="one per uploaded image, in upload order")
 
 

@@ -49,6 +49,35 @@ def test_classify_matches_eager_pytorch(client, bundles):
     assert r.headers["x-request-id"]
 
 
+def test_dihedral_tta_averages_the_eight_views(client, bundles):
+    from PIL import Image
+
+    from service.inference import DIHEDRAL
+
+    arrays = [random_rgb(s) for s in range(2)]
+    r = client.post("/classify", files=_files(*map(png, arrays)), data={"tta": "dihedral", "top_k": "3"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["tta"] == "dihedral" and len(body["results"]) == 2
+    for array, result in zip(arrays, body["results"], strict=True):
+        views = [array if t is None else np.asarray(Image.fromarray(array).transpose(t)) for t in DIHEDRAL]
+        expected = reference_probabilities(bundles["cls"], views).mean(axis=0)
+        assert result["label"] == CLASSES[int(np.argmax(expected))]
+        assert result["score"] == pytest.approx(float(expected.max()), abs=1e-4)
+    plain = client.post("/classify", files=_files(png(arrays[0]))).json()
+    assert plain["tta"] == "none" and plain["results"][0]["score"] != pytest.approx(body["results"][0]["score"])
+
+
+def test_tta_refuses_what_it_cannot_do(app_factory):
+    with TestClient(app_factory(max_files=4, max_queue=16)) as c:
+        blobs = [png(random_rgb(s)) for s in range(3)]
+        assert_error(c.post("/classify", files=_files(*blobs), data={"tta": "dihedral"}), 422, "too_many_files_for_tta")
+        assert c.post("/classify", files=_files(*blobs[:2]), data={"tta": "dihedral"}).status_code == 200
+        assert c.post("/classify", files=_files(blobs[0]), data={"tta": "rot90"}).status_code == 422
+        assert_error(c.post("/classify", files=_files(blobs[0]), data={"tta": "dihedral", "adapter": "any"}), 422,
+                     "tta_with_adapter")
+
+
 def test_model_by_name_and_version_and_top_k_clamped(client):
     r = client.post("/classify", files=_files(png(random_rgb(7))), data={"model": "tiny_cls/1", "top_k": "50"})
     assert r.status_code == 200, r.text
