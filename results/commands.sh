@@ -213,3 +213,8 @@ bash results/collect.sh runs/tad_long/ebhi_tad_cbam_efficientnet_lite0 results/s
     --name ebhi_cbam_efficientnet_lite0 --version 4 --images 64
 .venv/bin/python -m bench.accuracy model_store/ebhi_cbam_efficientnet_lite0/4
 .venv/bin/python -m bench.classifier_oos model_store/ebhi_cbam_efficientnet_lite0/4
+# The same test split over HTTP with /classify's tta=dihedral (bench/results/accuracy-...-4-tta-dihedral.json)
+.venv/bin/python -m bench.accuracy model_store/ebhi_cbam_efficientnet_lite0/4 --tta dihedral
+# The serving benchmark on the round-6 defaults with the httptools load generator, run twice (quoted in the README)
+OPENBLAS_NUM_THREADS=1 .venv/bin/python -m bench --provider cpu --model ebhi_cbam_efficientnet_lite0 \
+    --adapt-model fewshot_dual_attention_lite0
