@@ -10,7 +10,8 @@ or [values]}}` sent in turn; `concurrency` (requests in flight); `requests`; `se
 body and HTTP head, is encoded once (by httpx, as its clients send forms) before the clock starts;
 the client then writes those bytes on keep-alive connections and parses the answers with httptools,
 on uvloop. It shares the machine's cores with the server, so what it spends per request (reported
-as `client_cpu_s`) is kept small: about a tenth of what an httpx client costs.
+as `client_cpu_s`) is kept small: 0.36 ms per /classify request in `make bench`, where an httpx
+client spent 1.52 ms.
 """
 from __future__ import annotations
 
