@@ -93,3 +93,20 @@ def test_flag_follows_the_service_score_function(store, arrays, tmp_path):
     with TestClient(make_app(path, tmp_path / "state", max_files=len(arrays), max_wait_ms=2.0)) as client:
         results = _post(client, arrays, NAME)
     assert all(r["out_of_distribution"] for r in results)
+
+
+def test_tta_flags_the_image_as_sent(store, arrays, tmp_path):
+    """With tta=dihedral the class probabilities average 8 views, but the flag, score and tissue fraction are
+    those of the image as sent: the view the threshold was calibrated on."""
+    path, _, _ = store
+    with TestClient(make_app(path, tmp_path / "state", max_files=len(arrays), max_wait_ms=2.0)) as client:
+        sent = _post(client, arrays, NAME)
+        files = [("files", (f"{i}.png", png(a), "image/png")) for i, a in enumerate(arrays)]
+        r = client.post("/classify", files=files, data={"model": NAME, "tta": "dihedral"})
+    assert r.status_code == 200, r.text
+    averaged = r.json()["results"]
+    for one, tta in zip(sent, averaged, strict=True):
+        assert tta["out_of_distribution"] == one["out_of_distribution"]
+        assert tta["ood_score"] == pytest.approx(one["ood_score"], abs=1e-5)
+        assert tta["tissue_fraction"] == pytest.approx(one["tissue_fraction"])
+    assert any(abs(t["score"] - o["score"]) > 1e-4 for t, o in zip(averaged, sent, strict=True))  # views differ
