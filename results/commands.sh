@@ -218,3 +218,12 @@ bash results/collect.sh runs/tad_long/ebhi_tad_cbam_efficientnet_lite0 results/s
 # The serving benchmark on the round-6 defaults with the httptools load generator, run twice (quoted in the README)
 OPENBLAS_NUM_THREADS=1 .venv/bin/python -m bench --provider cpu --model ebhi_cbam_efficientnet_lite0 \
     --adapt-model fewshot_dual_attention_lite0
+# The frozen-probe recipe with stages 2-5 beside the last map, both datasets, same folds (fixed before running):
+# results/supervised/cv_probe_stages_{breakhis,ebhi}.{md,json}
+bash results/cv_probe_stages_lite0.sh
+bash results/collect.sh runs/cv_probe results/supervised/cv_probe
+for name in breakhis ebhi; do
+    $T cv-table runs/cv_probe/$name/efficientnet_lite0_stages2345 runs/cv_probe/$name/efficientnet_lite0_stages45 \
+        runs/cv/$name/efficientnet_lite0 --json results/supervised/cv_probe_stages_$name.json \
+        > results/supervised/cv_probe_stages_$name.md
+done

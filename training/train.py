@@ -217,7 +217,7 @@ def _train(cfg: TrainConfig, out_dir: Path, resume: bool, device: torch.device, 
         val = validate(model, val_loader, device, cfg, split)
         best = val[cfg.select_metric]
         history.append({"epoch": 0, "probe_C": probe["C"], **{k: val[k] for k in ("val_loss", "val_acc", "val_bal_acc")},
-                        "best": True})
+                        "best": True, "elapsed_s": round(time.time() - t0, 1)})
         if world.is_main:
             torch.save(checkpoint_dict(model, model_args, cfg, split, -1, history, best,
                                        {"probe": probe, "train_seconds": time.time() - t0}),

@@ -144,6 +144,7 @@ def test_linear_probe_is_epoch_zero_and_matches_scikit_learn(colour_folder, tmp_
     assert summary["epochs_run"] == 0
     ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
     assert ckpt["epoch"] == -1 and ckpt["history"][0]["epoch"] == 0 and ckpt["probe"]["C"] > 0
+    assert ckpt["history"][0]["elapsed_s"] >= 0  # a probe-only run reports its wall-clock too
     model = models.create_model("resnet18", **ckpt["model_args"])
     model.load_state_dict(ckpt["model"])
     model.eval()
