@@ -227,3 +227,9 @@ for name in breakhis ebhi; do
         runs/cv/$name/efficientnet_lite0 --json results/supervised/cv_probe_stages_$name.json \
         > results/supervised/cv_probe_stages_$name.md
 done
+# Its fold 0 served as breakhis_efficientnet_lite0_probe/2 (/1, the stages-4/5 probe, removed to keep the store within
+# budget); its own test split over HTTP and its out-of-distribution flag
+$T export --run runs/cv_probe/breakhis/efficientnet_lite0_stages2345/fold0 --store model_store \
+    --name breakhis_efficientnet_lite0_probe "${B_PX[@]}"
+.venv/bin/python -m bench.accuracy model_store/breakhis_efficientnet_lite0_probe/2
+.venv/bin/python -m bench.classifier_oos model_store/breakhis_efficientnet_lite0_probe/2
