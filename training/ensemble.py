@@ -14,8 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.compare import _split_digest
-from training.cv import COLUMNS, _cell, _folds, folds_description
+from training.cv import common_folds, folds_description, reference_rows, render
 
 CACHE = "test_probabilities.npz"
 
@@ -46,17 +45,12 @@ def cv_ensemble(method_dirs: list[str | Path]) -> tuple[str, dict]:
     dirs = [Path(d) for d in method_dirs]
     if len(dirs) < 2:
         raise ValueError("an ensemble needs at least two method directories")
-    folds = {d: _folds(d) for d in dirs}
-    common = sorted(set.intersection(*(set(f) for f in folds.values())))
-    if not common:
-        raise ValueError(f"no fold has metrics.json in every one of {[str(d) for d in dirs]}")
+    folds, common = common_folds(dirs)
     names = [d.name for d in dirs]
     if len(set(names)) < len(names):  # one network under two recipes: name them by their paths
         names = [str(d) for d in method_dirs]
     rows: dict[str, list[dict]] = {}
     for k in common:
-        if len({_split_digest(folds[d][k]) for d in dirs}) > 1:
-            raise ValueError(f"fold {k} was tested on different splits across {[str(d) for d in dirs]}")
         members = [test_probabilities(folds[d][k]) for d in dirs]
         labels, groups = members[0][2], members[0][3]
         classes = json.loads((folds[dirs[0]][k] / "metrics.json").read_text())["classes"]
@@ -67,20 +61,11 @@ def cv_ensemble(method_dirs: list[str | Path]) -> tuple[str, dict]:
         for label, probs in scored.items():
             rows.setdefault(label, []).append(classification_metrics(labels, probs, classes, groups=groups))
     first = [json.loads((folds[dirs[0]][k] / "metrics.json").read_text()) for k in common]
-    if all("baseline" in m for m in first):
-        rows["colour + texture baseline"] = [m["baseline"]["test"] for m in first]
-    rows["majority class"] = [{"accuracy": m["majority_rate"], "balanced_accuracy": 1.0 / len(m["classes"])}
-                              for m in first]
+    table, methods = render(rows | reference_rows(first))
     header = [f"{len(common)} folds ({', '.join(map(str, common))}); {folds_description(first[0]['split']['description'])}.",
               f"ensemble: the mean softmax of {', '.join(names)} (equal weights), one seed per fold.",
-              "Mean ± standard deviation over folds.", "",
-              "| method | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
-    table = [f"| {label} | " + " | ".join(_cell([m.get(c) for m in per_fold]) for c in COLUMNS) + " |"
-             for label, per_fold in rows.items()]
-    summary = {"folds": common, "members": [str(d) for d in dirs],
-               "methods": {label: {c: [m.get(c) for m in per_fold] for c in COLUMNS}
-                           for label, per_fold in rows.items()}}
-    return "\n".join(header + table), summary
+              "Mean ± standard deviation over folds.", ""]
+    return "\n".join(header + table), {"folds": common, "members": [str(d) for d in dirs], "methods": methods}
 
 
 def add_subcommands(sub) -> None:

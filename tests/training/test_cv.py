@@ -6,6 +6,7 @@ import json
 import pytest
 
 from training.cv import cv_table
+from training.ensemble import cv_ensemble
 
 
 def _run(d, fold: int, bal: float, test_files: list[str], tta: float | None = None):
@@ -36,12 +37,13 @@ def test_mean_and_std_over_folds_beside_baseline_and_majority(tmp_path):
     assert summary["folds"] == [0, 1]
 
 
-def test_methods_tested_on_different_folds_are_refused(tmp_path):
+@pytest.mark.parametrize("table", [cv_table, cv_ensemble])
+def test_methods_tested_on_different_folds_are_refused(tmp_path, table):
     a, b = tmp_path / "cbam", tmp_path / "plain"
     _run(a, 0, 0.8, ["x.png"])
     _run(b, 0, 0.7, ["other.png"])
     with pytest.raises(ValueError, match="different splits"):
-        cv_table([a, b])
+        table([a, b])
 
 
 def _cached_probabilities(run, plain, tta, labels):
@@ -54,8 +56,6 @@ def _cached_probabilities(run, plain, tta, labels):
 
 
 def test_ensemble_averages_member_probabilities_fold_by_fold(tmp_path):
-    from training.ensemble import cv_ensemble
-
     a, b = tmp_path / "cbam", tmp_path / "plain"
     labels = [0, 0, 1, 1]
     # each member is sure where it is right and unsure where it is wrong: the mean is right on all four
@@ -75,19 +75,7 @@ def test_ensemble_averages_member_probabilities_fold_by_fold(tmp_path):
     assert "test: each of the 2 folds in turn" in table and "colour + texture baseline" in table
 
 
-def test_ensemble_refuses_members_tested_on_other_folds(tmp_path):
-    from training.ensemble import cv_ensemble
-
-    a, b = tmp_path / "cbam", tmp_path / "plain"
-    _run(a, 0, 0.8, ["x.png"])
-    _run(b, 0, 0.7, ["other.png"])
-    with pytest.raises(ValueError, match="different splits"):
-        cv_ensemble([a, b])
-
-
 def test_ensemble_members_of_one_name_are_told_apart_by_their_paths(tmp_path):
-    from training.ensemble import cv_ensemble
-
     a, b = tmp_path / "finetuned" / "cbam", tmp_path / "probe" / "cbam"
     for d, bal in ((a, 0.9), (b, 0.6)):
         _run(d, 0, bal, ["x.png", "y.png"])
