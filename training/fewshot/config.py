@@ -43,7 +43,7 @@ class FewShotConfig:
     lr_decay_every: int = 0                 # halve the lr every this many episodes (0: never)
     augment: bool = True                    # flips and 90-degree rotations of training images
     trainable: list[str] = field(default_factory=list)  # backbone parameter-name prefixes to meta-train (empty: all)
-    freeze_bn: bool = False                 # BatchNorm keeps its (pretrained) statistics while meta-training
+    freeze_bn: bool = False                 # the backbone's BatchNorm keeps its (pretrained) statistics while meta-training
     cpu_bf16: bool = False                  # bfloat16 autocast while meta-training, on CPUs that compute it natively
     channels_last: bool = False             # NHWC batches (faster oneDNN convolutions)
     eval_shots: list[int] = field(default_factory=lambda: [1, 5])

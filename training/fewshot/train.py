@@ -90,7 +90,10 @@ def _meta_train(cfg: FewShotConfig, out: Path, banks, resume: bool, world: World
         (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
     log = open(out / "log.jsonl", "a" if first_step else "w") if main else None
     start, losses, accs = time.time() - elapsed, [], []
-    set_train_mode(method, cfg.freeze_bn)
+    # freeze_bn keeps the backbone's pretrained statistics; a method's own new modules (the relation module's
+    # BatchNorms) have none to keep and learn theirs
+    set_train_mode(method, freeze_bn=False)
+    set_train_mode(method.backbone, cfg.freeze_bn)
     per_step = cfg.meta_batch * world.size
     for step in range(first_step, cfg.episodes // per_step):
         # lr: step decay

@@ -52,6 +52,17 @@ def test_only_the_trainable_prefixes_learn_and_frozen_batchnorm_keeps_its_statis
     assert not any("running_" in k for k in trained)
 
 
+def test_frozen_batchnorm_is_the_backbones_and_a_relation_module_learns_its_own_statistics(tmp_path):
+    torch.manual_seed(0)
+    cfg = _cfg(method="relation", method_args={"width": 8, "hidden": 4}, trainable=["layer4"], freeze_bn=True)
+    before = build_method(cfg).state_dict()
+    torch.manual_seed(0)
+    method, _, _ = load_checkpoint(meta_train(cfg, tmp_path / "run", banks=[_bank(), _bank()]))
+    changed = {k for k, v in method.state_dict().items() if not torch.equal(v, before[k])}
+    assert "relation.conv1.1.running_mean" in changed  # the new module's BatchNorm saw the episodes
+    assert not any(k.startswith("backbone.") and "running_" in k for k in changed), changed
+
+
 def test_a_prefix_that_names_nothing_is_refused(tmp_path):
     with pytest.raises(ValueError, match="no backbone parameter"):
         meta_train(_cfg(trainable=["nothing_here"]), tmp_path / "run", banks=[_bank(), _bank()])
