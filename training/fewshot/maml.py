@@ -8,7 +8,7 @@ tensors computed from the module's parameters, so the outer loss differentiates 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import torch
 from torch import nn
@@ -85,7 +85,9 @@ class MAML(FewShotMethod):
     """Inner loop: cross-entropy of the N-way classifier on the support set; outer loop: on the query set.
 
     `adapt_prefixes` limits the inner loop to some parameters (e.g. ["fc", "backbone.layer4"]) to save
-    time on a CPU; None adapts everything, as in the paper.
+    time on a CPU; None adapts everything, as in the paper. With `["fc"]`, the head alone (ANIL: Raghu et al.,
+    `Rapid Learning or Feature Reuse?`, ICLR 2020), each image is embedded once per episode instead of once
+    per inner step, and, without transductive BatchNorm, once per evaluation (the evaluator's fast path).
     """
 
     def __init__(self, backbone, n_way: int, dim: int, inner_lr: float = 0.01, inner_steps: int = 5,
@@ -98,7 +100,12 @@ class MAML(FewShotMethod):
         self.adapt_prefixes = adapt_prefixes
         self.transductive_bn = transductive_bn
 
-    def _adapted(self, sx, sy, n_way: int) -> Params:
+    @property
+    def head_only(self) -> bool:
+        return self.adapt_prefixes == ["fc"]
+
+    def _adapted(self, net: nn.Module, sx, sy, n_way: int) -> Params:
+        """Inner-loop weights of `net` (the whole classifier, or its head on support embeddings `sx`)."""
         if n_way != self.n_way:
             raise ValueError(f"this MAML head was built for {self.n_way}-way tasks, not {n_way}-way")
         steps = self.inner_steps if self.training else self.inner_steps_test
@@ -106,16 +113,30 @@ class MAML(FewShotMethod):
         first_order = self.first_order or not torch.is_grad_enabled() or not self.training
 
         def support_loss(p: Params) -> torch.Tensor:
-            return nn.functional.cross_entropy(functional_call(self.net, p, (sx,)), sy)
+            return nn.functional.cross_entropy(functional_call(net, p, (sx,)), sy)
 
+        prefixes = None if net is self.net.fc else self.adapt_prefixes
         with torch.enable_grad():
-            return adapt(adaptable_params(self.net, self.adapt_prefixes), support_loss, steps, self.inner_lr,
-                         first_order)
+            return adapt(adaptable_params(net, prefixes), support_loss, steps, self.inner_lr, first_order)
+
+    def encodes_independently(self) -> bool:
+        return self.head_only and not self.transductive_bn
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone.embed(x)
+
+    def predict_encoded(self, se, sy, qe, n_way: int) -> torch.Tensor:
+        logits = functional_call(self.net.fc, self._adapted(self.net.fc, se, sy, n_way), (qe,))
+        return logits if self.training else logits.detach()
 
     def predict(self, sx, sy, qx, n_way: int) -> torch.Tensor:
+        if self.head_only:
+            with batch_statistics(self.net) if not self.training and self.transductive_bn else nullcontext():
+                se, qe = self.encode(sx), self.encode(qx)
+            return self.predict_encoded(se, sy, qe, n_way)
         if not self.training and self.transductive_bn:
             with batch_statistics(self.net):
-                return functional_call(self.net, self._adapted(sx, sy, n_way), (qx,)).detach()
-        params = self._adapted(sx, sy, n_way)
+                return functional_call(self.net, self._adapted(self.net, sx, sy, n_way), (qx,)).detach()
+        params = self._adapted(self.net, sx, sy, n_way)
         logits = functional_call(self.net, params, (qx,))
         return logits if self.training else logits.detach()

@@ -33,7 +33,9 @@ def _bank(n_per_class=8, size=32):
 
 CASES = [("protonet", {}), ("relation", {}), ("maml", {"inner_steps": 2, "first_order": False}),
          ("maml", {"inner_steps": 1, "first_order": True}), ("dual_attention", {"inner_steps": 1}),
-         ("dual_attention", {"inner_steps": 1, "first_order": False})]
+         ("dual_attention", {"inner_steps": 1, "first_order": False}),
+         ("maml", {"inner_steps": 2, "adapt_prefixes": ["fc"]})]
+ANIL = {"inner_steps": 2, "inner_lr": 0.5, "adapt_prefixes": ["fc"], "transductive_bn": False}
 
 
 @pytest.mark.parametrize("method,args", CASES)
@@ -50,10 +52,12 @@ def test_one_training_episode_gives_finite_gradients(method, args):
     assert grads and all(torch.isfinite(g).all() for g in grads)
 
 
-def test_fast_path_equals_per_episode_prediction():
+@pytest.mark.parametrize("method,args", [("relation", {}), ("maml", ANIL)])
+def test_fast_path_equals_per_episode_prediction(method, args):
     """Encoding every test image once must give the same logits as running the episode through predict."""
     torch.manual_seed(0)
-    m = build_method(_cfg("relation")).eval()
+    m = build_method(_cfg(method, **args)).eval()
+    assert m.encodes_independently()
     bank = _bank()
     ep = bank.sampler(3, 2, 3, seed=3).episode(1)
     sy = torch.as_tensor(ep.support_labels)
@@ -63,6 +67,27 @@ def test_fast_path_equals_per_episode_prediction():
         enc = m.encode(bank.batch(range(len(bank.labels)), (0.5,) * 3, (0.25,) * 3))
         fast = m.predict_encoded(enc[ep.support], sy, enc[ep.query], 3)
     torch.testing.assert_close(direct, fast, rtol=1e-4, atol=1e-5)
+
+
+def test_maml_with_the_head_alone_adapts_it_by_sgd_on_embeddings_computed_once():
+    torch.manual_seed(0)
+    m = build_method(_cfg("maml", **ANIL)).eval()
+    bank = _bank()
+    ep = bank.sampler(3, 2, 3, seed=0).episode(0)
+    sx, qx = bank.batch(ep.support, (0.5,) * 3, (0.25,) * 3), bank.batch(ep.query, (0.5,) * 3, (0.25,) * 3)
+    sy = torch.as_tensor(ep.support_labels)
+    calls = []
+    embed = m.backbone.embed
+    m.backbone.embed = lambda x: (calls.append(len(x)), embed(x))[1]
+    logits = m.predict(sx, sy, qx, 3)
+    assert calls == [len(sx), len(qx)]  # not once per inner step
+    with torch.no_grad():
+        zs, zq = embed(sx), embed(qx)
+    w, b = m.net.fc.weight.detach().clone().requires_grad_(), m.net.fc.bias.detach().clone().requires_grad_()
+    for _ in range(2):
+        gw, gb = torch.autograd.grad(torch.nn.functional.cross_entropy(zs @ w.T + b, sy), (w, b))
+        w, b = (w - 0.5 * gw).detach().requires_grad_(), (b - 0.5 * gb).detach().requires_grad_()
+    torch.testing.assert_close(logits, (zq @ w.T + b).detach(), rtol=1e-4, atol=1e-5)
 
 
 def test_checkpoint_round_trip_and_evaluation_report(tmp_path):

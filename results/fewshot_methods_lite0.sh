@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Round 7: the two methods round 4 did not run on the pretrained backbone, with round 4's recipe otherwise
+# (training/configs/fewshot_meta_lite0.json: ImageNet CBAM Lite0, stages 5-6 + gates + head conv meta-trained,
+# 600 episodes, 224 px) and its comparison budget (1 and 5 shots, the first 300 of the same seeded test episodes).
+#   relation: the Relation Network on the last feature map (1280 x 7 x 7), its relation module trained from scratch.
+#   maml_anil: MAML with the inner loop on the linear head alone (ANIL, Raghu et al. 2020), second order, 5 inner
+#     steps in training and 10 at test, batch statistics left alone (ImageNet's): the full MAML inner loop through
+#     the backbone at 224 px is out of a 2-core budget, and ANIL is the variant that lets each image be embedded once.
+# Run from the repo root with ../shared/data beside it: bash results/fewshot_methods_lite0.sh
+set -uo pipefail
+T=".venv/bin/python -m training"
+C=training/configs/fewshot_meta_lite0.json
+OUT=runs/fs_lite0
+UNSEEN='{"dataset": "ebhi_seg", "classes": ["high_grade_in", "normal", "serrated_adenoma"], "q_query": 15}'
+BREAKHIS='{"name": "breakhis_all", "dataset": "breakhis_200x", "classes": ["adenosis", "ductal_carcinoma", "fibroadenoma", "lobular_carcinoma", "mucinous_carcinoma", "papillary_carcinoma", "phyllodes_tumor", "tubular_adenoma"]}'
+CMP=(--set 'eval_shots=[1,5]' --set eval_episodes=300)
+run() {  # pool name [extra --set arguments]
+    local pool=$1 name=$2 out=$OUT/$1/$2
+    [ -f "$out/eval.json" ] && return 0
+    local pool_args=(--set "tests=[{\"name\": \"ebhi_unseen\", ${UNSEEN:1}]")
+    [[ $pool == breakhis ]] && pool_args=(--set "train=[$BREAKHIS]" --set "tests=[{\"name\": \"breakhis->ebhi\", ${UNSEEN:1}]")
+    $T fewshot --config $C --eval --out "$out" --set name="$name" "${pool_args[@]}" "${CMP[@]}" "${@:3}" > "$out.log" 2>&1 \
+        || echo "failed: $out (see $out.log)"
+}
+for pool in both breakhis; do
+    run $pool relation --set method=relation --set 'method_args={"width": 64, "hidden": 8}'
+    run $pool maml_anil --set method=maml --set 'method_args={"inner_lr": 0.5, "inner_steps": 5, "inner_steps_test": 10, "first_order": false, "adapt_prefixes": ["fc"], "transductive_bn": false}'
+done
