@@ -233,3 +233,27 @@ $T export --run runs/cv_probe/breakhis/efficientnet_lite0_stages2345/fold0 --sto
     --name breakhis_efficientnet_lite0_probe "${B_PX[@]}"
 .venv/bin/python -m bench.accuracy model_store/breakhis_efficientnet_lite0_probe/2
 .venv/bin/python -m bench.classifier_oos model_store/breakhis_efficientnet_lite0_probe/2
+
+# ---------------------------------------------------------------------------------------------- Round 7
+# Few-shot: round 4's dual-attention recipe with only the CBAM gates meta-trained (both pools), then the methods
+# round 4 did not run on the pretrained backbone (Relation Network; MAML with the inner loop on the head, ANIL) and
+# the frozen embedding with stages 2-3 added. Each run's config, log and evaluation: results/fewshot/lite0/<pool>/<name>
+bash results/fewshot_gates_lite0.sh
+bash results/fewshot_methods_lite0.sh
+for pool in both breakhis; do
+    for run in runs/fs_lite0/$pool/*/; do
+        mkdir -p results/fewshot/lite0/$pool/$(basename $run)
+        cp $run/{config.json,eval.json,eval.md,log.jsonl} results/fewshot/lite0/$pool/$(basename $run)/ 2>/dev/null
+    done
+done
+$T fewshot-eval --reuse --run runs/fs_lite0/{both,breakhis}/{frozen_imagenet,protonet,relation,maml_anil,dual_attention_no_attention,dual_attention,dual_attention_gates_only} \
+    runs/fs_lite0/both/frozen_imagenet_stages2345 --table results/fewshot/lite0/table
+# The gates-only BreakHis-only embedding through /adapt's heads, on the same 100 episodes as the other adapter-oos
+# files (EBHI-Seg's unseen classes: the breakhis->ebhi column as the service computes it)
+$T fewshot-export --run runs/fs_lite0/breakhis/dual_attention_gates_only --store runs/fs_lite0/store_breakhis \
+    --name fewshot_dual_attention_lite0_breakhis_gates
+M=runs/fs_lite0/store_breakhis/fewshot_dual_attention_lite0_breakhis_gates/1
+.venv/bin/python -m bench.adapter_oos --model $M --episodes 100 --shots 1 5 10 \
+    > bench/results/adapter-oos-fewshot_dual_attention_lite0_breakhis_gates-1.jsonl
+.venv/bin/python -m bench.adapter_oos --model $M --episodes 100 --shots 1 5 --augment dihedral \
+    > bench/results/adapter-oos-fewshot_dual_attention_lite0_breakhis_gates-1-dihedral.jsonl

@@ -22,6 +22,10 @@ run() {  # pool name [extra --set arguments]
     $T fewshot --config $C --eval --out "$out" --set name="$name" "${pool_args[@]}" "${CMP[@]}" "${@:3}" > "$out.log" 2>&1 \
         || echo "failed: $out (see $out.log)"
 }
+# the frozen ImageNet embedding with stages 2 and 3 added (the probe's stages-2-5 variant helped BreakHis): 600
+# test episodes; frozen, so the pool does not matter and only the ebhi_unseen column is run
+run both frozen_imagenet_stages2345 --set method=protonet --set 'method_args={}' --set backbone=efficientnet_lite0 \
+    --set 'backbone_args={"embed_stages": [2, 3, 4, 5]}' --set episodes=0 --set 'eval_shots=[1,5,10]' --set eval_episodes=600
 for pool in both breakhis; do
     run $pool relation --set method=relation --set 'method_args={"width": 64, "hidden": 8}'
     run $pool maml_anil --set method=maml --set 'method_args={"inner_lr": 0.5, "inner_steps": 5, "inner_steps_test": 10, "first_order": false, "adapt_prefixes": ["fc"], "transductive_bn": false}'
