@@ -7,16 +7,7 @@
 #   breakhis: BreakHis alone -> column breakhis->ebhi;  both: BreakHis + EBHI-Seg's 3 seen classes -> column ebhi_unseen
 # Run from the repo root with ../shared/data beside it: bash results/fewshot_gates_lite0.sh
 set -uo pipefail
-T=".venv/bin/python -m training"
-C=training/configs/fewshot_meta_lite0.json
-OUT=runs/fs_lite0
-UNSEEN='{"dataset": "ebhi_seg", "classes": ["high_grade_in", "normal", "serrated_adenoma"], "q_query": 15}'
-BREAKHIS='{"name": "breakhis_all", "dataset": "breakhis_200x", "classes": ["adenosis", "ductal_carcinoma", "fibroadenoma", "lobular_carcinoma", "mucinous_carcinoma", "papillary_carcinoma", "phyllodes_tumor", "tubular_adenoma"]}'
+source results/fewshot_common.sh
 for pool in breakhis both; do
-    out=$OUT/$pool/dual_attention_gates_only
-    [ -f "$out/eval.json" ] && continue
-    pool_args=(--set "tests=[{\"name\": \"ebhi_unseen\", ${UNSEEN:1}]")
-    [[ $pool == breakhis ]] && pool_args=(--set "train=[$BREAKHIS]" --set "tests=[{\"name\": \"breakhis->ebhi\", ${UNSEEN:1}]")
-    $T fewshot --config $C --eval --out "$out" --set name=dual_attention_gates_only --set 'trainable=["_attn"]' \
-        --set 'eval_shots=[1,5,10]' "${pool_args[@]}" > "$out.log" 2>&1 || echo "failed: $out (see $out.log)"
+    run $pool dual_attention_gates_only --set 'trainable=["_attn"]' --set 'eval_shots=[1,5,10]'
 done

@@ -8,25 +8,13 @@
 #     the backbone at 224 px is out of a 2-core budget, and ANIL is the variant that lets each image be embedded once.
 # Run from the repo root with ../shared/data beside it: bash results/fewshot_methods_lite0.sh
 set -uo pipefail
-T=".venv/bin/python -m training"
-C=training/configs/fewshot_meta_lite0.json
-OUT=runs/fs_lite0
-UNSEEN='{"dataset": "ebhi_seg", "classes": ["high_grade_in", "normal", "serrated_adenoma"], "q_query": 15}'
-BREAKHIS='{"name": "breakhis_all", "dataset": "breakhis_200x", "classes": ["adenosis", "ductal_carcinoma", "fibroadenoma", "lobular_carcinoma", "mucinous_carcinoma", "papillary_carcinoma", "phyllodes_tumor", "tubular_adenoma"]}'
+source results/fewshot_common.sh
 CMP=(--set 'eval_shots=[1,5]' --set eval_episodes=300)
-run() {  # pool name [extra --set arguments]
-    local pool=$1 name=$2 out=$OUT/$1/$2
-    [ -f "$out/eval.json" ] && return 0
-    local pool_args=(--set "tests=[{\"name\": \"ebhi_unseen\", ${UNSEEN:1}]")
-    [[ $pool == breakhis ]] && pool_args=(--set "train=[$BREAKHIS]" --set "tests=[{\"name\": \"breakhis->ebhi\", ${UNSEEN:1}]")
-    $T fewshot --config $C --eval --out "$out" --set name="$name" "${pool_args[@]}" "${CMP[@]}" "${@:3}" > "$out.log" 2>&1 \
-        || echo "failed: $out (see $out.log)"
-}
 # the frozen ImageNet embedding with stages 2 and 3 added (the probe's stages-2-5 variant helped BreakHis): 600
 # test episodes; frozen, so the pool does not matter and only the ebhi_unseen column is run
 run both frozen_imagenet_stages2345 --set method=protonet --set 'method_args={}' --set backbone=efficientnet_lite0 \
     --set 'backbone_args={"embed_stages": [2, 3, 4, 5]}' --set episodes=0 --set 'eval_shots=[1,5,10]' --set eval_episodes=600
 for pool in both breakhis; do
-    run $pool relation --set method=relation --set 'method_args={"width": 64, "hidden": 8}'
-    run $pool maml_anil --set method=maml --set 'method_args={"inner_lr": 0.5, "inner_steps": 5, "inner_steps_test": 10, "first_order": false, "adapt_prefixes": ["fc"], "transductive_bn": false}'
+    run $pool relation "${CMP[@]}" --set method=relation --set 'method_args={"width": 64, "hidden": 8}'
+    run $pool maml_anil "${CMP[@]}" --set method=maml --set 'method_args={"inner_lr": 0.5, "inner_steps": 5, "inner_steps_test": 10, "first_order": false, "adapt_prefixes": ["fc"], "transductive_bn": false}'
 done
