@@ -109,10 +109,10 @@ def _result(probabilities: np.ndarray, classes: list[str], top_k: int) -> dict:
             "top_k": [{"label": classes[int(i)], "probability": float(probabilities[int(i)])} for i in order]}
 
 
-async def classify(model: LoadedModel, x: list[np.ndarray], top_k: int, views: int = 1) -> list[dict]:
+async def classify(model: LoadedModel, x: list[np.ndarray], top_k: int, n_views: int = 1) -> list[dict]:
     """Preprocessed images (from `prepare`) -> one result per image; where the manifest calibrates an
-    out-of-distribution flag, each result says whether the image is flagged, and its score. With `views` > 1
-    (test-time augmentation), each image's `views` tensors are in a row: its probabilities are their mean,
+    out-of-distribution flag, each result says whether the image is flagged, and its score. With `n_views` > 1
+    (test-time augmentation), each image's `n_views` tensors are in a row: its probabilities are their mean,
     as training's TTA figures are, and its flag is read from the first (the image as sent), the view the
     threshold was calibrated on."""
     calibrated = model.bundle.spec.out_of_distribution if model.bundle.spec is not None else None
@@ -121,7 +121,7 @@ async def classify(model: LoadedModel, x: list[np.ndarray], top_k: int, views: i
     # while the batch runs (about 0.35 ms per image that would otherwise hold the event loop)
     pre = model.bundle.preprocessing
 
-    as_sent = x[::views]
+    as_sent = x[::n_views]
 
     def tissue_fractions() -> list[float]:
         return [tissue_fraction(input_pixels(t, pre, TISSUE_POOL), pool=1) for t in as_sent]
@@ -130,11 +130,11 @@ async def classify(model: LoadedModel, x: list[np.ndarray], top_k: int, views: i
     outputs = await model.infer(x)
     classes = list(model.bundle.classes)
     probabilities = [out["probabilities"] for out in outputs]
-    if views > 1:
-        probabilities = [np.mean(probabilities[i : i + views], axis=0) for i in range(0, len(outputs), views)]
+    if n_views > 1:
+        probabilities = [np.mean(probabilities[i : i + n_views], axis=0) for i in range(0, len(outputs), n_views)]
     results = [_result(p, classes, top_k) for p in probabilities]
     if tissue_job is not None:
-        logits = np.stack([out["logits"] for out in outputs[::views]])
+        logits = np.stack([out["logits"] for out in outputs[::n_views]])
         scores = ood.score(calibrated.score, logits, calibrated.temperature)
         tissue = await tissue_job
         flags = ood.flags(scores, calibrated.threshold)

@@ -49,18 +49,18 @@ def cv_ensemble(method_dirs: list[str | Path]) -> tuple[str, dict]:
     names = [d.name for d in dirs]
     if len(set(names)) < len(names):  # one network under two recipes: name them by their paths
         names = [str(d) for d in method_dirs]
+    first = [json.loads((folds[dirs[0]][k] / "metrics.json").read_text()) for k in common]
     rows: dict[str, list[dict]] = {}
-    for k in common:
+    for k, reference in zip(common, first, strict=True):
         members = [test_probabilities(folds[d][k]) for d in dirs]
         labels, groups = members[0][2], members[0][3]
-        classes = json.loads((folds[dirs[0]][k] / "metrics.json").read_text())["classes"]
+        classes = reference["classes"]
         scored = {f"{n}{t}": p for n, (plain, tta, _, _) in zip(names, members, strict=True)
                   for t, p in (("", plain), (" + dihedral TTA", tta))}
         scored["ensemble"] = np.mean([m[0] for m in members], axis=0)
         scored["ensemble + dihedral TTA"] = np.mean([m[1] for m in members], axis=0)
         for label, probs in scored.items():
             rows.setdefault(label, []).append(classification_metrics(labels, probs, classes, groups=groups))
-    first = [json.loads((folds[dirs[0]][k] / "metrics.json").read_text()) for k in common]
     table, methods = render(rows | reference_rows(first))
     header = [f"{len(common)} folds ({', '.join(map(str, common))}); {folds_description(first[0]['split']['description'])}.",
               f"ensemble: the mean softmax of {', '.join(names)} (equal weights), one seed per fold.",
