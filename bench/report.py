@@ -39,6 +39,7 @@ TARGETS = (
     Target("rss_growth", "service resident memory growth over the soak", "<=", 0.05),
 )
 BY_KEY = {t.key: t for t in TARGETS}
+FLOOR_LABELS = {"fastapi": "FastAPI upload", "asgi": "bare ASGI"}
 
 
 def _get(d: dict | None, *keys):
@@ -73,17 +74,42 @@ def bundle_ratios(entry: dict, top: int) -> dict[str, float | None]:
     }
 
 
+def ceilings(floor: dict, entry: dict, top: int) -> dict[str, dict[str, float | None]]:
+    """The best value of a target that the measured costs leave any endpoint, by what bounds it.
+
+    service_vs_raw, c1_latency: an endpoint that spends, besides the raw ONNX Runtime work, what an HTTP floor
+    of bench.floor spends (F floor requests/s, R raw images/s with decode) reaches at most F / (F + R), and at
+    concurrency 1 at least (raw batch-1 + decode + floor p50) / (raw batch-1 + decode).
+    vs_plain: batching gains over batch-1 runs at most what ONNX Runtime gains from batches, best-batch / batch-1
+    images/s (the service's settings), when both endpoints spend the same per request otherwise."""
+    raw = entry.get("raw", {})
+    best, batch1 = raw.get("best_images_per_s_with_decode"), raw.get("batch1_p50_plus_decode_p50_ms")
+    found: dict[str, dict[str, float | None]] = {"service_vs_raw": {}, "c1_latency": {}, "vs_plain": {}}
+    for kind, levels in floor.items():
+        label = FLOOR_LABELS.get(kind, kind)
+        rate, p50 = _get(levels, str(top), "requests_per_s"), _get(levels, "1", "latency", "p50_ms")
+        found["service_vs_raw"][label] = _ratio(rate, rate + best) if rate and best else None
+        found["c1_latency"][label] = _ratio(batch1 + p50, batch1) if batch1 and p50 is not None else None
+    batches = raw.get("batches") or {}
+    if "1" in batches:
+        found["vs_plain"]["ORT batching"] = _ratio(max(b["images_per_s"] for b in batches.values()),
+                                                   batches["1"]["images_per_s"])
+    return {key: values for key, values in found.items() if values}
+
+
 def evaluate(results: dict) -> list[dict]:
     """One row per (bundle, target) that applies to the bundle, plus the service-wide memory row."""
     top = max(results["plan"]["levels"])
     rows = []
     for ref, entry in results["bundles"].items():
+        bounds = ceilings(results.get("floor") or {}, entry, top)
         for key, value in bundle_ratios(entry, top).items():
             applies = (entry["task"] == "classification") if key != "adapt_vs_raw_embed" else "adapt" in entry
             if applies:
                 target = BY_KEY[key]
                 rows.append({"bundle": ref, "target": key, "what": target.what, "value": value,
-                             "goal": target.goal, "status": target.status(value)})
+                             "goal": target.goal, "status": target.status(value),
+                             **({"ceiling": bounds[key]} if key in bounds else {})})
     growth = _get(results, "memory", "growth")
     # Without a soak (a store with no classifier) a handful of requests says nothing about leaks.
     if _get(results, "memory", "before_bytes") is not None and _get(results, "memory", "soak"):
@@ -197,10 +223,21 @@ def markdown(results: dict) -> str:
                        f"{_f(g['mean_abs_diff'], 4)}, max |diff| {_f(g['max_abs_diff'], 3)}, "
                        f"mean Pearson r {_f(g['mean_pearson'], 3)}.")
         out += [f"Servable (balanced accuracy within 1 point and faster): {'yes' if q['servable'] else 'no'}.", ""]
-    out += ["## Targets", "", f"Top concurrency in this run: {top}. Ratios from this one run on this machine.", "",
-            "| bundle | target | measured | goal | status |", "|---|---|---:|---:|---|"]
+    floor = results.get("floor") or {}
+    if floor:
+        out += ["## HTTP floor (bench.floor: the same uploads, no decode, no model)", "",
+                "| endpoint | concurrency | req/s | p50 ms | p95 ms | p99 ms | ok/sent |", "|---|---:|---:|---:|---:|---:|---:|"]
+        for kind, levels in floor.items():
+            out += [_load_row(FLOOR_LABELS.get(kind, kind), r) for r in levels.values()]
+        out.append("")
+    out += ["## Targets", "", f"Top concurrency in this run: {top}. Ratios from this one run on this machine. "
+            "Best reachable: what the costs measured here leave any endpoint (bench.report.ceilings): the HTTP "
+            "floor's cost per request besides the raw work, or ORT's own gain from batching.", "",
+            "| bundle | target | measured | goal | status | best reachable |", "|---|---|---:|---:|---|---|"]
     for row in results["targets"]:
-        out.append(f"| {row['bundle']} | {row['what']} | {_f(row['value'], 3)} | {row['goal']} | {row['status']} |")
+        ceiling = "; ".join(f"{label} {_f(v, 3)}" for label, v in (row.get("ceiling") or {}).items())
+        out.append(f"| {row['bundle']} | {row['what']} | {_f(row['value'], 3)} | {row['goal']} | {row['status']} | "
+                   f"{ceiling} |")
     out.append("")
     problems = results.get("problems") or []
     out += ["## Problems seen", ""] + ([f"- {p}" for p in problems] if problems else ["None: every request got a 2xx answer "

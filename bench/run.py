@@ -23,6 +23,7 @@ from service.settings import Settings
 from service.store import Bundle, discover
 
 from . import raw, report, servers
+from .floor import KINDS as FLOOR_KINDS
 from .images import REPO_ROOT, Sample, load_samples, support_sets
 
 WAYS, SHOTS = 5, 5
@@ -232,6 +233,20 @@ class Runner:
             finally:
                 self._finish(server)
 
+    def floor_runs(self) -> dict:
+        """The HTTP floor (bench.floor): the same uploads to endpoints that decode nothing and run no model."""
+        floor = {}
+        for kind in FLOOR_KINDS:
+            port = servers.free_port()
+            server = servers.start(f"floor-{kind}", ["-m", "bench.floor", "--kind", kind, "--port", str(port)], {},
+                                   self.workdir / f"floor-{kind}.log", port)
+            try:
+                floor[kind] = self._levels(server, "/classify", _classify_bodies(self.samples, None, "file"),
+                                           f"floor {kind}")
+            finally:
+                self._finish(server)
+        return floor
+
     def naive_runs(self, results: dict) -> None:
         for b in self.classifiers:
             port = servers.free_port()
@@ -334,6 +349,8 @@ def run(plan: Plan, *, store: Path, data_dir: Path, results_dir: Path, models: l
         if naive:
             print("bench: naive eager-PyTorch endpoint", file=sys.stderr)
             runner.naive_runs(results["bundles"])
+        print("bench: HTTP floor (no decode, no model)", file=sys.stderr)
+        results["floor"] = runner.floor_runs()
         results["problems"] = runner.problems
         if int8:
             from . import quantize  # needs the onnx package (the train extra)

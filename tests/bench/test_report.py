@@ -72,3 +72,20 @@ def test_plain_ratio_is_taken_at_concurrency_16_when_measured():
     assert rows[("clf/1", "vs_plain")]["status"] == "met"
     del entry["plain"]
     assert {(r["bundle"], r["target"]): r for r in evaluate(results)}[("clf/1", "vs_plain")]["status"] == "n/a"
+
+
+def test_ceilings_are_what_the_measured_costs_leave_any_endpoint():
+    results = _results()
+    # 900 floor requests/s beside 100 raw images/s: the floor takes a tenth of the machine -> at most 0.9
+    results["floor"] = {"fastapi": {"1": _run(500.0, 2.0), "32": _run(900.0, 35.0)},
+                        "asgi": {"1": _run(2000.0, 0.5), "32": _run(2400.0, 13.0)}}
+    results["bundles"]["clf/1"]["raw"]["batches"] = {"1": {"images_per_s": 80.0}, "4": {"images_per_s": 92.0},
+                                                     "8": {"images_per_s": 88.0}}
+    rows = {(r["bundle"], r["target"]): r for r in evaluate(results)}
+    vs_raw = rows[("clf/1", "service_vs_raw")]["ceiling"]
+    assert vs_raw["FastAPI upload"] == pytest.approx(0.9) and vs_raw["bare ASGI"] == pytest.approx(2400 / 2500)
+    c1 = rows[("clf/1", "c1_latency")]["ceiling"]
+    assert c1["FastAPI upload"] == pytest.approx(22.0 / 20.0) and c1["bare ASGI"] == pytest.approx(20.5 / 20.0)
+    assert rows[("clf/1", "vs_plain")]["ceiling"] == {"ORT batching": pytest.approx(92.0 / 80.0)}
+    assert "ceiling" not in rows[("clf/1", "vs_naive")]
+    assert all("ceiling" not in r for r in evaluate(_results()))  # nothing measured: no ceiling claimed

@@ -25,7 +25,9 @@ def test_quick_benchmark_end_to_end(tiny_store, ebhi_dir, tmp_path, capsys):
     raw = entry["raw"]
     assert set(raw["batches"]) == {"1", "2", "4", "8"}  # the service's default max_batch_size is 8
     assert raw["best_images_per_s_with_decode"] < raw["best_images_per_s"]
-    for server in (entry["service"]["batched"], entry["service"]["unbatched"], entry["plain"], entry["naive"]):
+    assert set(results["floor"]) == {"fastapi", "asgi"}
+    for server in (entry["service"]["batched"], entry["service"]["unbatched"], entry["plain"], entry["naive"],
+                   *results["floor"].values()):
         assert set(server) == {"1", "2"}
         for level in server.values():
             assert level["ok"] == level["sent"] > 0
@@ -48,7 +50,10 @@ def test_quick_benchmark_end_to_end(tiny_store, ebhi_dir, tmp_path, capsys):
     table = (results_dir / json_path.name.replace(".json", ".md")).read_text()
     assert table in printed
     assert "| naive eager PyTorch (random init) | 2 |" in table
-    assert "## Targets" in table and "## Problems seen" in table
+    assert "## Targets" in table and "## Problems seen" in table and "## HTTP floor" in table
+    assert set(targets["service_vs_raw"]["ceiling"]) == {"FastAPI upload", "bare ASGI"}
+    assert all(math.isfinite(v) for key in ("service_vs_raw", "c1_latency", "vs_plain")
+               for v in targets[key]["ceiling"].values())
 
 
 def test_unknown_model_is_a_clear_error(tiny_store, tmp_path):
