@@ -38,6 +38,7 @@ def _session_options(settings: Settings) -> ort.SessionOptions:
     spin = "1" if settings.allow_spinning else "0"
     options.add_session_config_entry("session.intra_op.allow_spinning", spin)
     options.add_session_config_entry("session.inter_op.allow_spinning", spin)
+    options.add_session_config_entry("session.force_spinning_stop", "1" if settings.force_spinning_stop else "0")
     options.log_severity_level = 3  # errors only: ORT's warnings about unused initialisers are noise here
     return options
 

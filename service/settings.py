@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     # Busy-waiting ORT threads cut latency on an idle, dedicated host but steal the cores from
     # each other (classify and Grad-CAM sessions, HTTP handling) on a small or shared one.
     allow_spinning: bool = False
+    # With spinning on: the spin stops as soon as the last concurrent run returns, so that between batches
+    # the cores go back to HTTP handling and decoding (ORT's session.force_spinning_stop).
+    force_spinning_stop: bool = False
 
     # --- micro-batching (two knobs shape a batch), how many batches run at once, and the bounded queue
     max_batch_size: int = Field(8, ge=1, le=256)

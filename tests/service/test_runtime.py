@@ -43,3 +43,13 @@ def test_a_graph_onnx_runtime_cannot_read_is_refused(store_copy):
     edit_manifest(bundle, lambda m: m["files"].update({"model.onnx": sha256_file(bundle / "model.onnx")}))
     with pytest.raises(BundleError, match="ONNX Runtime cannot load the graph"):
         ModelRuntime(load_bundle(bundle), Settings())
+
+
+@pytest.mark.parametrize(("env", "spin", "stop"), [({}, "0", "0"),
+                                                   ({"allow_spinning": True, "force_spinning_stop": True}, "1", "1")])
+def test_spinning_settings_reach_the_session_options(env, spin, stop):
+    from service.runtime import _session_options
+
+    options = _session_options(Settings(**env))
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == spin
+    assert options.get_session_config_entry("session.force_spinning_stop") == stop
