@@ -257,3 +257,25 @@ M=runs/fs_lite0/store_breakhis/fewshot_dual_attention_lite0_breakhis_gates/1
     > bench/results/adapter-oos-fewshot_dual_attention_lite0_breakhis_gates-1.jsonl
 .venv/bin/python -m bench.adapter_oos --model $M --episodes 100 --shots 1 5 --augment dihedral \
     > bench/results/adapter-oos-fewshot_dual_attention_lite0_breakhis_gates-1-dihedral.jsonl
+
+# ---------------------------------------------------------------------------------------------- Round 8
+# Few-shot: the channel-only / spatial-only halves of the CBAM gates on the pretrained backbone (both pools), and
+# the other leave-one-dataset-out direction, meta-trained on EBHI-Seg alone and tested 5-way on BreakHis subtypes.
+bash results/fewshot_ablations_lite0.sh
+bash results/fewshot_ebhi_to_breakhis_lite0.sh
+for run in runs/fs_lite0/{both,breakhis,ebhi}/*/; do
+    dest=results/fewshot/lite0/$(basename $(dirname $run))/$(basename $run)
+    mkdir -p $dest && cp $run/{config.json,eval.json,eval.md,log.jsonl} $dest/ 2>/dev/null
+done
+# the tables from the evaluations kept in results/ (runs/ is not in the repository)
+R=results/fewshot/lite0
+$T fewshot-eval --reuse --run $R/{both,breakhis}/{frozen_imagenet,protonet,relation,maml_anil,dual_attention_no_attention,dual_attention_channel_only,dual_attention_spatial_only,dual_attention,dual_attention_gates_only} \
+    $R/both/frozen_imagenet_stages2345 --table $R/table
+$T fewshot-eval --reuse --run $R/ebhi/{frozen_imagenet_5way,dual_attention_5way} --table $R/ebhi_to_breakhis
+# Serving: ONNX Runtime's spin policy side by side (off, the default; on; on and stopped when the last run returns),
+# then two full benchmark runs with the HTTP floor and the ceilings it sets, and the event loop's profile at c1
+.venv/bin/python -m bench.sweep --config spin_off: --config spin_on:ALLOW_SPINNING=true \
+    --config spin_on_stop:ALLOW_SPINNING=true,FORCE_SPINNING_STOP=true --repeat 2 --model ebhi_cbam_efficientnet_lite0
+.venv/bin/python -m bench --provider cpu --model ebhi_cbam_efficientnet_lite0 --adapt-model fewshot_dual_attention_lite0
+.venv/bin/python -m bench --provider cpu --model ebhi_cbam_efficientnet_lite0 --adapt-model fewshot_dual_attention_lite0
+.venv/bin/python -m bench.profile --concurrency 1 --requests 400 --top 40
