@@ -1,7 +1,7 @@
 """The order of a benchmark run: raw ORT first (nothing else running), then the service with the
 micro-batcher on (classify levels, /gradcam, /adapt, the memory soak), then with it off, then
 the plain FastAPI + ONNX Runtime endpoint (no batcher, same session options), then the naive
-eager-PyTorch endpoint; results and the table last.
+eager-PyTorch endpoint, then the HTTP floor (bench.floor: no decode, no model); results and the table last.
 
 Every server is a subprocess on a free loopback port and every load run is a `bench.load`
 subprocess, bounded in requests and seconds. Nothing here asserts a timing.
