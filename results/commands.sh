@@ -259,10 +259,12 @@ M=runs/fs_lite0/store_breakhis/fewshot_dual_attention_lite0_breakhis_gates/1
     > bench/results/adapter-oos-fewshot_dual_attention_lite0_breakhis_gates-1-dihedral.jsonl
 
 # ---------------------------------------------------------------------------------------------- Round 8
-# Few-shot: the channel-only / spatial-only halves of the CBAM gates on the pretrained backbone (both pools), and
-# the other leave-one-dataset-out direction, meta-trained on EBHI-Seg alone and tested 5-way on BreakHis subtypes.
+# Few-shot: the channel-only / spatial-only halves of the CBAM gates on the pretrained backbone (both pools), the
+# other leave-one-dataset-out direction (meta-trained on EBHI-Seg alone, tested 5-way on BreakHis subtypes), and a
+# second training seed for dual attention, ProtoNet and no attention.
 bash results/fewshot_ablations_lite0.sh
 bash results/fewshot_ebhi_to_breakhis_lite0.sh
+bash results/fewshot_seeds_lite0.sh
 for run in runs/fs_lite0/{both,breakhis,ebhi}/*/; do
     dest=results/fewshot/lite0/$(basename $(dirname $run))/$(basename $run)
     mkdir -p $dest && cp $run/{config.json,eval.json,eval.md,log.jsonl} $dest/ 2>/dev/null
@@ -272,6 +274,8 @@ R=results/fewshot/lite0
 $T fewshot-eval --reuse --run $R/{both,breakhis}/{frozen_imagenet,protonet,relation,maml_anil,dual_attention_no_attention,dual_attention_channel_only,dual_attention_spatial_only,dual_attention,dual_attention_gates_only} \
     $R/both/frozen_imagenet_stages2345 --table $R/table
 $T fewshot-eval --reuse --run $R/ebhi/{frozen_imagenet_5way,dual_attention_5way} --table $R/ebhi_to_breakhis
+$T fewshot-eval --reuse --run $R/both/{dual_attention,dual_attention_seed1,protonet,protonet_seed1,dual_attention_no_attention,dual_attention_no_attention_seed1} \
+    --table $R/seeds
 # Serving: ONNX Runtime's spin policy side by side (off, the default; on; on and stopped when the last run returns),
 # then two full benchmark runs with the HTTP floor and the ceilings it sets, and the event loop's profile at c1
 .venv/bin/python -m bench.sweep --config spin_off: --config spin_on:ALLOW_SPINNING=true \
