@@ -15,6 +15,7 @@ ONNX Runtime at R images/s with decode its best throughput ratio is F / (F + R) 
 from __future__ import annotations
 
 import argparse
+import json
 from typing import Annotated
 
 import uvicorn
@@ -34,7 +35,7 @@ def fastapi_app() -> FastAPI:
     @app.post("/classify")
     async def classify(file: Annotated[UploadFile, File()]) -> dict:
         await file.read()
-        return {"label": "floor", "score": 1.0}
+        return json.loads(ANSWER)
 
     return app
 
