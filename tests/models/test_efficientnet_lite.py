@@ -47,11 +47,13 @@ def test_random_weights_do_not_name_the_photographs():
     assert not 281 <= cat <= 285
 
 
-@pytest.mark.parametrize("name", ["cbam_efficientnet_lite0", "se_efficientnet_lite0", "lwa_efficientnet_lite0"])
+@pytest.mark.parametrize("name", ["cbam_efficientnet_lite0", "se_efficientnet_lite0", "lwa_efficientnet_lite0",
+                                  "cbam_efficientnet_lite2"])
 def test_attention_keeps_the_pretrained_features_at_step_zero(name):
     """Gates are 2*sigmoid(0) = 1 exactly: the attention variant equals its plain backbone until trained."""
-    sd = _wheel_or_skip("lite0")
-    plain = models.create_model("efficientnet_lite0")
+    variant = name.rsplit("_", 1)[1]
+    sd = _wheel_or_skip(variant)
+    plain = models.create_model(f"efficientnet_{variant}")
     plain.load_state_dict(sd, strict=True)
     attn = models.create_model(name)
     own = attn.state_dict()

@@ -24,7 +24,7 @@ _CIFAR = re.compile(r"(se_|cbam_)?resnet(20|32|56|110)")
 # HISTOSERVE_EXPORT_ALL=1 (run before changing export or a network), and skip with that reason otherwise.
 DEEP = {f"{attn}resnet{depth}" for attn in ("", "se_", "cbam_") for depth in (32, 56, 110)}
 # Lite1/Lite2 and the SE variant run the Lite0 / CBAM-Lite0 code with other multipliers or another gate.
-DEEP |= {"efficientnet_lite1", "efficientnet_lite2", "se_efficientnet_lite0"}
+DEEP |= {"efficientnet_lite1", "efficientnet_lite2", "cbam_efficientnet_lite2", "se_efficientnet_lite0"}
 EXPORT_ALL = os.environ.get("HISTOSERVE_EXPORT_ALL") == "1"
 
 
