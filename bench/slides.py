@@ -26,7 +26,7 @@ from PIL import Image
 from .images import REPO_ROOT, default_data_dir
 from .report import command_line, write_results
 
-MODEL = "ebhi_cbam_efficientnet_lite0"  # the default classifier (model_store/defaults.json)
+MODEL = "ebhi_cbam_efficientnet_lite2"  # the default classifier (model_store/defaults.json)
 MPP = 1.2  # the EBHI estimate: one 224-px cell is one model field
 
 

