@@ -322,6 +322,8 @@ $T fewshot-export --run runs/fs_lite0/both/dual_attention_lite2 --store runs/fs_
 .venv/bin/python -m bench.fp16 model_store/breakhis_subtype_efficientnet_lite0_probe/1 --store model_store --version 2 \
     --image-dir ../shared/data/breakhis_200x --images 64
 .venv/bin/python -m bench.accuracy model_store/breakhis_subtype_efficientnet_lite0_probe/2
-# The serving benchmark on the new defaults
+# The serving benchmark on the new defaults, run twice (bench/results/20261202T075444Z.md, 20261202T083225Z.md)
+OPENBLAS_NUM_THREADS=1 .venv/bin/python -m bench --provider cpu --model ebhi_cbam_efficientnet_lite2 \
+    --adapt-model fewshot_dual_attention_lite2
 OPENBLAS_NUM_THREADS=1 .venv/bin/python -m bench --provider cpu --model ebhi_cbam_efficientnet_lite2 \
     --adapt-model fewshot_dual_attention_lite2
