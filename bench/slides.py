@@ -26,7 +26,6 @@ from PIL import Image
 from .images import REPO_ROOT, default_data_dir
 from .report import command_line, write_results
 
-MODEL = "ebhi_cbam_efficientnet_lite2"  # the default classifier (model_store/defaults.json)
 MPP = 1.2  # the EBHI estimate: one 224-px cell is one model field
 
 
@@ -96,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--height", type=int, default=3000)
     parser.add_argument("--fill", type=float, default=0.6, help="share of grid cells that hold tissue")
     parser.add_argument("--requests", type=int, default=40, help="/classify requests per latency reading")
-    parser.add_argument("--model", default=MODEL, help="an EBHI-Seg classification bundle name")
+    parser.add_argument("--model", default=None,
+                        help="an EBHI-Seg classification bundle name (default: the store's default classifier)")
     parser.add_argument("--results-dir", type=Path, default=REPO_ROOT / "bench" / "results")
     args = parser.parse_args(argv)
     data_dir = args.data_dir or default_data_dir()
@@ -108,8 +108,13 @@ def main(argv: list[str] | None = None) -> int:
     from service.settings import Settings
     from service.slides.__main__ import _classifier
     from service.slides.pipeline import run_slide
+    from service.store import store_defaults
 
     settings = Settings()
+    if args.model is None:  # the store's defaults.json, as the service reads it; a name, without any /version
+        args.model = store_defaults(settings.model_store).get("classification", "").split("/")[0]
+        if not args.model:
+            parser.error(f"{settings.model_store} names no default classifier: pass --model")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         slide_path = build_slide(tmp / "bench.tiff", data_dir, args.width, args.height, args.fill)
