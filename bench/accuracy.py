@@ -26,10 +26,11 @@ from .report import command_line, write_results
 from .servers import free_port, start
 
 
-def test_images(bundle: Path, data_dir: Path) -> tuple[list[Path], list[str], str]:
+def split_images(bundle: Path, data_dir: Path, part: str = "test") -> tuple[list[Path], list[str], str]:
+    """The images of one part of a bundle's split.json, their classes and the split's description."""
     split = json.loads((bundle / "split.json").read_text())
     root = resolve_dataset(split.get("dataset") or Path(split["root"]).name, data_dir)
-    files = [f for f in split["files"] if f["split"] == "test"]
+    files = [f for f in split["files"] if f["split"] == part]
     return [root / f["path"] for f in files], [f["class"] for f in files], split.get("description", "")
 
 
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     bundle = args.bundle.resolve()
     manifest = json.loads((bundle / "manifest.json").read_text())
     name, version = manifest["name"], manifest["version"]
-    paths, truth, description = test_images(bundle, args.data_dir or default_data_dir())
+    paths, truth, description = split_images(bundle, args.data_dir or default_data_dir())
     with tempfile.TemporaryDirectory() as tmp:
         store = Path(tmp) / "store"
         (store / name).mkdir(parents=True)

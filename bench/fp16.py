@@ -26,7 +26,7 @@ from service.imaging import decode_image, preprocess
 from service.settings import REPO_ROOT, Settings
 from service.store import Bundle, load_bundle
 
-from .derived import publish_copy
+from .derived import graph_outputs, publish_copy
 
 MIN_ELEMENTS = 1024  # smaller tensors (biases, BatchNorm folded scales) stay float32: they are not the bytes
 METHOD = "float16 initializers cast to float32 in the graph (ONNX Runtime folds the casts at load)"
@@ -62,20 +62,9 @@ def half_weights(src: Path, dst: Path) -> int:
     return converted
 
 
-def _outputs(model_file: Path, images: np.ndarray) -> dict[str, np.ndarray]:
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    session = ort.InferenceSession(str(model_file), opts, providers=["CPUExecutionProvider"])
-    names = [o.name for o in session.get_outputs()]
-    chunks = [session.run(names, {"image": images[i : i + 8]}) for i in range(0, len(images), 8)]
-    return {n: np.concatenate([c[j] for c in chunks]) for j, n in enumerate(names)}
-
-
 def parity(source: Path, copy: Path, images: np.ndarray, task: str) -> dict[str, float]:
     """The copy's outputs against the source's on `images`."""
-    a, b = _outputs(source, images), _outputs(copy, images)
+    a, b = graph_outputs(source, images), graph_outputs(copy, images)
     measured = {"images": float(len(images)),
                 "outputs_max_abs": float(max(np.max(np.abs(a[k] - b[k])) for k in a))}
     if task == "classification":

@@ -21,6 +21,7 @@ from .layout import (
 )
 from .manifest import (
     DISTANCES,
+    FLIPS,
     FORMAT_VERSION,
     INTERPOLATIONS,
     SUPPORTED_FORMATS,
@@ -34,6 +35,7 @@ from .manifest import (
     Quantization,
     Task,
     TensorSpec,
+    TestTimeAugmentation,
     Tolerance,
 )
 from .publish import portable, publish, staging, write_manifest
@@ -48,9 +50,9 @@ from .validate import (
 )
 
 __all__ = [
-    "CLASSIFY_FILE", "DISTANCES", "FORMAT_VERSION", "GRADCAM_FILE", "INTERPOLATIONS", "MANIFEST", "NAME_RE",
+    "CLASSIFY_FILE", "DISTANCES", "FLIPS", "FORMAT_VERSION", "GRADCAM_FILE", "INTERPOLATIONS", "MANIFEST", "NAME_RE",
     "ORT_DTYPES", "SUPPORTED_FORMATS", "TASKS", "VERSION_RE", "BundleError", "Embedding", "Graph", "Manifest",
-    "OutOfDistribution", "PixelSize", "Preprocessing", "Quantization", "Task", "TensorSpec", "Tolerance",
-    "ValidBundle", "bundle_dir", "candidate_dirs", "check_io", "hash_files", "next_version", "parse_manifest", "portable", "publish", "read_manifest",
+    "OutOfDistribution", "PixelSize", "Preprocessing", "Quantization", "Task", "TensorSpec", "TestTimeAugmentation",
+    "Tolerance",     "ValidBundle", "bundle_dir", "candidate_dirs", "check_io", "hash_files", "next_version", "parse_manifest", "portable", "publish", "read_manifest",
     "sha256_file", "signature", "staging", "validate_bundle", "write_manifest",
 ]

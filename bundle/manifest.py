@@ -8,6 +8,7 @@ Format history (FORMAT_VERSION is what exporters write; every SUPPORTED_FORMATS 
   `pixel_size_um`, `embedding.stages`/`pooling`/`description` and a graph's `quantization`; later, still
   format 2 (readers that predate it keep it as an unknown field): a classification bundle's optional
   `out_of_distribution`, the score and threshold of its out-of-distribution flag (ood.py).
+  Later still: a classify graph's optional `test_time_augmentation`, the flips it averages over.
 Fields not named here (metrics, split, recipe, training, ...) are free-form and kept as they are.
 """
 from __future__ import annotations
@@ -28,6 +29,7 @@ DISTANCES = ("squared_euclidean", "euclidean", "cosine")
 DTYPES = ("float32", "float16", "float64", "int64", "int32", "uint8", "int8")
 GRADCAM_INPUTS = ("features", "target_class")
 GRADCAM_OUTPUTS = ("gradcam",)
+FLIPS = ("identity", "hflip", "vflip", "rot180")  # flips of an NCHW image: along W, along H, both
 _ABSOLUTE = re.compile(r"^(/|[A-Za-z]:[\\/])\S*$")  # a POSIX or Windows absolute path, no spaces
 
 
@@ -115,11 +117,34 @@ class Quantization(_Model):
         return self
 
 
+class TestTimeAugmentation(_Model):
+    """A classify graph that runs each image in several flips of it and averages what comes out.
+
+    `probabilities`, `logits` and `embedding` are means over `views`; `features` (what Grad-CAM explains) stay
+    those of the first view, the image as sent. The graph costs len(views) times the single-view one.
+    """
+
+    views: list[Literal[FLIPS]] = Field(min_length=2)  # type: ignore[valid-type]
+    chosen_on: str | None = None  # the split that picked the views, never the test split
+    selection: dict[str, FiniteFloat] = Field(default_factory=dict)  # each candidate's score there
+    source: str | None = None  # "<name>/<version>" of the single-view bundle
+    # the copy's outputs against the source's outputs averaged over the same views
+    measured: dict[str, FiniteFloat] = Field(default_factory=dict)
+
+    @field_validator("views")
+    @classmethod
+    def _identity_first(cls, views: list[str]) -> list[str]:
+        if views[0] != "identity" or len(set(views)) != len(views):
+            raise ValueError(f"views must start with 'identity' and not repeat, got {views}")
+        return views
+
+
 class Graph(_Model):
     file: str
     inputs: dict[str, TensorSpec] = Field(min_length=1)
     outputs: dict[str, TensorSpec] = Field(min_length=1)
     quantization: Quantization | None = None
+    test_time_augmentation: TestTimeAugmentation | None = None
 
 
 class InputSpec(_Model):
@@ -273,6 +298,8 @@ def check_contract(m: Manifest) -> None:
     for key, graph in m.graphs.items():
         if graph.file not in m.files:
             raise ValueError(f"graphs.{key}.file {graph.file!r} is not among the bundle files")
+        if graph.test_time_augmentation is not None and key != "classify":
+            raise ValueError(f"graphs.{key}.test_time_augmentation: only the classify graph averages views")
     classify = m.graphs["classify"]
     if list(classify.inputs) != ["image"] or classify.inputs["image"].dims != [-1, *m.input.dims]:
         raise ValueError(f"graphs.classify.inputs must be exactly image [-1, {', '.join(map(str, m.input.dims))}]")

@@ -49,6 +49,12 @@ def _broken(edit, task="classification", format_version=2):
     (lambda m: m["embedding"].update(distance="manhattan"), "embedding.distance"),
     (lambda m: m.update(classes=["only"]), "needs at least 2 classes"),
     (lambda m: m.update(training={"data": "/home/someone/data/ebhi_seg"}), r"absolute paths in \['training.data'\]"),
+    (lambda m: m["graphs"]["classify"].update(test_time_augmentation={"views": ["hflip", "identity"]}),
+     "views must start with 'identity'"),
+    (lambda m: m["graphs"]["classify"].update(test_time_augmentation={"views": ["identity", "rot90"]}),
+     "views.1: Input should be"),
+    (lambda m: m["graphs"]["gradcam"].update(test_time_augmentation={"views": ["identity", "hflip"]}),
+     "only the classify graph averages views"),
 ])
 def test_each_broken_rule_is_refused_with_its_reason(edit, reason):
     with pytest.raises(BundleError, match=reason):
@@ -76,7 +82,7 @@ def test_format_1_allows_absolute_paths_format_2_does_not():
     parse_manifest({**m, "format_version": 2, "split": {"train": {"dataset": "ebhi_seg", "file": "split.json"}}})
 
 
-def test_room_for_pixel_size_multi_stage_embeddings_and_quantized_graphs():
+def test_room_for_pixel_size_multi_stage_embeddings_quantized_and_averaging_graphs():
     m = manifest_dict()
     m["pixel_size_um"] = {"x": 0.5, "y": 0.52, "estimated": True, "source": "200x objective, dataset README"}
     m["embedding"].update(stages=["layer3", "layer4"], pooling="mean+concat", description="two stages, pooled")
@@ -85,7 +91,9 @@ def test_room_for_pixel_size_multi_stage_embeddings_and_quantized_graphs():
         "tolerance": {"probabilities_max_abs": 0.05, "top1_agreement_min": 0.95},
         "measured": {"probabilities_max_abs": 0.01, "top1_agreement": 0.99},
     }
+    m["graphs"]["classify"]["test_time_augmentation"] = {"views": ["identity", "rot180"], "chosen_on": "val"}
     parsed = parse_manifest(m)
+    assert parsed.graphs["classify"].test_time_augmentation.views == ["identity", "rot180"]
     assert parsed.pixel_size_um.x == 0.5 and parsed.pixel_size_um.estimated is True
     assert parsed.embedding.stages == ["layer3", "layer4"]
     assert parsed.graphs["classify"].quantization.tolerance.top1_agreement_min == 0.95
