@@ -337,6 +337,10 @@ OPENBLAS_NUM_THREADS=1 .venv/bin/python -m bench --provider cpu --model ebhi_cba
 .venv/bin/python -m bench.classifier_oos model_store/ebhi_cbam_efficientnet_lite2/2
 # Meta-trained on BreakHis alone, Lite2 (the full recipe and gates only), tested on EBHI-Seg's unseen classes
 bash results/fewshot_lite2_breakhis.sh
+for run in runs/fs_lite0/breakhis/{dual_attention_lite2,dual_attention_gates_only_lite2}; do
+    dest=results/fewshot/lite0/breakhis/$(basename $run)
+    mkdir -p $dest && cp $run/{config.json,eval.json,eval.md,log.jsonl} $dest/
+done
 # /adapt's heads on the Lite2 default with the dihedral support augmentation (same 100 episodes as round 9's run)
 OPENBLAS_NUM_THREADS=1 .venv/bin/python -m bench.adapter_oos --model model_store/fewshot_dual_attention_lite2/1 \
     --episodes 100 --shots 1 5 10 --augment dihedral > bench/results/adapter-oos-fewshot_dual_attention_lite2-1-dihedral.jsonl
