@@ -341,6 +341,9 @@ for run in runs/fs_lite0/breakhis/{dual_attention_lite2,dual_attention_gates_onl
     dest=results/fewshot/lite0/breakhis/$(basename $run)
     mkdir -p $dest && cp $run/{config.json,eval.json,eval.md,log.jsonl} $dest/
 done
+# The serving benchmark on the two-view default (bench/results/20261203T100549Z.md)
+OPENBLAS_NUM_THREADS=1 .venv/bin/python -m bench --provider cpu --model ebhi_cbam_efficientnet_lite2 \
+    --adapt-model fewshot_dual_attention_lite2
 # /adapt's heads on the Lite2 default with the dihedral support augmentation (same 100 episodes as round 9's run)
 OPENBLAS_NUM_THREADS=1 .venv/bin/python -m bench.adapter_oos --model model_store/fewshot_dual_attention_lite2/1 \
     --episodes 100 --shots 1 5 10 --augment dihedral > bench/results/adapter-oos-fewshot_dual_attention_lite2-1-dihedral.jsonl
