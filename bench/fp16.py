@@ -61,6 +61,33 @@ def half_weights(src: Path, dst: Path) -> int:
     return converted
 
 
+def float_weights(src: Path, dst: Path) -> int:
+    """Undo `half_weights`: each float16 initializer cast to float32 becomes the float32 initializer the cast
+    gives (exact: float16 widens to float32 without rounding); returns how many. Tools that read weights from
+    initializers (static quantization's per-channel weights) see them again."""
+    import onnx
+    from onnx import TensorProto, numpy_helper
+
+    model = onnx.load(str(src))
+    graph = model.graph
+    halves = {i.name: i for i in graph.initializer if i.data_type == TensorProto.FLOAT16}
+    casts = [n for n in graph.node if n.op_type == "Cast" and len(n.input) == 1 and n.input[0] in halves
+             and next(a.i for a in n.attribute if a.name == "to") == TensorProto.FLOAT]
+    widened = [numpy_helper.from_array(numpy_helper.to_array(halves[c.input[0]]).astype(np.float32), c.output[0])
+               for c in casts]
+    dropped = {c.input[0] for c in casts}
+    kept = [i for i in graph.initializer if i.name not in dropped] + widened
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    cast_outputs = {c.output[0] for c in casts}
+    nodes = [n for n in graph.node if not (n.op_type == "Cast" and n.output[0] in cast_outputs)]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(dst))
+    return len(casts)
+
+
 def parity(source: Path, copy: Path, images: np.ndarray, task: str) -> dict[str, float]:
     """The copy's outputs against the source's on `images`."""
     a, b = graph_outputs(source, images), graph_outputs(copy, images)

@@ -31,6 +31,7 @@ from service.store import Bundle, load_bundle
 
 from . import raw
 from .derived import publish_copy
+from .fp16 import float_weights
 
 QUANTIZED_OPS = ["Conv", "Gemm", "MatMul"]
 METHOD = "onnxruntime quantize_static, QDQ, MinMax"
@@ -126,9 +127,12 @@ def quantize_bundle(bundle: Bundle, calibration: np.ndarray, out_store: Path, no
                               "immutable; remove it by hand or pass another --out store")
     with staging(out_store, name, version) as staged:
         with tempfile.TemporaryDirectory() as tmp:
-            prepped = Path(tmp) / "prepped.onnx"
+            widened, prepped = Path(tmp) / "float32.onnx", Path(tmp) / "prepped.onnx"
+            # float16-weight bundles (bench.fp16) feed their weights through Casts, where the quantizer would
+            # take them for activations (per tensor, calibrated): give it the float32 initializers back.
+            float_weights(bundle.model_file, widened)
             # ORT's symbolic shape inference trips on the dynamo graph; ONNX's own inference is enough here.
-            quant_pre_process(str(bundle.model_file), str(prepped), skip_symbolic_shape=True)
+            quant_pre_process(str(widened), str(prepped), skip_symbolic_shape=True)
             quantize_static(str(prepped), str(staged / "model.onnx"), _Reader(calibration),
                             quant_format=QuantFormat.QDQ, op_types_to_quantize=QUANTIZED_OPS, per_channel=True,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,

@@ -39,3 +39,23 @@ def test_a_copy_outside_its_tolerance_is_not_published(tiny_store, tmp_path, mon
     with pytest.raises(BundleError, match="breaks the stated tolerance"):
         fp16.half_bundle(source, x, tmp_path / "store", "tiny_half")
     assert not (tmp_path / "store" / "tiny_half" / "1").exists()
+
+
+def test_float_weights_undoes_the_float16_storage_exactly(tiny_store, tmp_path):
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, numpy_helper
+
+    source = load_bundle(tiny_store / "tiny_cbam" / "1").model_file
+    half, widened = tmp_path / "half.onnx", tmp_path / "float.onnx"
+    converted = fp16.half_weights(source, half)
+    assert converted > 0 and fp16.float_weights(half, widened) == converted
+    graph = onnx.load(str(widened)).graph
+    assert not any(i.data_type == TensorProto.FLOAT16 for i in graph.initializer)
+    assert not any(n.op_type == "Cast" for n in graph.node)
+    # each weight under its source name, as the casts computed it: float16-rounded where half_weights stored it so
+    original = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(source)).graph.initializer}
+    for init in graph.initializer:
+        want = original[init.name]
+        if want.dtype == np.float32 and want.size >= fp16.MIN_ELEMENTS:
+            want = want.astype(np.float16).astype(np.float32)
+        assert np.array_equal(numpy_helper.to_array(init), want), init.name
