@@ -350,9 +350,10 @@ OPENBLAS_NUM_THREADS=1 .venv/bin/python -m bench.adapter_oos --model model_store
 
 # === Round 11: the served EBHI-Seg recipe (CBAM + TAD on Lite2, 16 epochs) over the 5 grouped folds ===
 bash results/cv_tad_lite2.sh     # fold 0: round 9's run, the served network; folds 1-4 train
+bash results/cv_tad_lite2.sh efficientnet_lite2    # the plain twin, all 5 folds
 bash results/collect.sh runs/cv_tad/ebhi results/supervised/cv_tad/ebhi
 mkdir -p results/supervised/cv_tad_lite2
-$T cv-table runs/cv_tad/ebhi/tad_cbam_efficientnet_lite2 \
+$T cv-table runs/cv_tad/ebhi/tad_cbam_efficientnet_lite2 runs/cv_tad/ebhi/tad_efficientnet_lite2 \
     --json results/supervised/cv_tad_lite2/cv_table.json > results/supervised/cv_tad_lite2/cv_table.md
 # Each fold's network published as the default was (export --masks, then bench.tta), side by side
 bash results/cv_tad_lite2_served.sh

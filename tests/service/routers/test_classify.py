@@ -231,13 +231,14 @@ def test_full_queue_answers_503_with_retry_after(app_factory):
         release, real_run = threading.Event(), batcher.run_batch
 
         def held_run(x):
-            release.wait(10)
+            release.wait(60)
             return real_run(x)
 
         batcher.run_batch = held_run
         with ThreadPoolExecutor(max_workers=4) as pool:
             waiting = [pool.submit(c.post, "/classify", files=_files(png(random_rgb(i)))) for i in range(4)]
-            deadline = time.monotonic() + 10
+            # generous: on a loaded 2-core machine four uploads took over 10 s to reach the queue
+            deadline = time.monotonic() + 60
             while batcher.depth < 2 and time.monotonic() < deadline:  # two running, two queued
                 time.sleep(0.01)
             assert batcher.depth == 2
