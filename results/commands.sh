@@ -357,3 +357,9 @@ $T cv-table runs/cv_tad/ebhi/tad_cbam_efficientnet_lite2 runs/cv_tad/ebhi/tad_ef
     --json results/supervised/cv_tad_lite2/cv_table.json > results/supervised/cv_tad_lite2/cv_table.md
 # Each fold's network published as the default was (export --masks, then bench.tta), side by side
 bash results/cv_tad_lite2_served.sh
+
+# === Round 12: the two Lite2 TAD networks of round 11 as one equal-weight ensemble, no training ===
+# Fixed before scoring: CBAM + plain twin, one view each (two forward passes per image, what the served two-view
+# graph costs), and the same with the 8 dihedral views. Inference only; each run's test probabilities are cached.
+$T cv-ensemble runs/cv_tad/ebhi/tad_cbam_efficientnet_lite2 runs/cv_tad/ebhi/tad_efficientnet_lite2 \
+    --out results/supervised/cv_tad_lite2/ensemble.md
