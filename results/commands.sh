@@ -360,6 +360,19 @@ bash results/cv_tad_lite2_served.sh
 
 # === Round 12: the two Lite2 TAD networks of round 11 as one equal-weight ensemble, no training ===
 # Fixed before scoring: CBAM + plain twin, one view each (two forward passes per image, what the served two-view
-# graph costs), and the same with the 8 dihedral views. Inference only; each run's test probabilities are cached.
-$T cv-ensemble runs/cv_tad/ebhi/tad_cbam_efficientnet_lite2 runs/cv_tad/ebhi/tad_efficientnet_lite2 \
-    --out results/supervised/cv_tad_lite2/ensemble.md
+# graph costs). Round 9's fold-0 CBAM run kept no checkpoint: its single-view bundle comes back from git.
+mkdir -p runs/scratch/store/ebhi_cbam_efficientnet_lite2/1
+for f in gradcam.onnx manifest.json model.onnx split.json; do
+    git show eb93ba3^:model_store/ebhi_cbam_efficientnet_lite2/1/$f > runs/scratch/store/ebhi_cbam_efficientnet_lite2/1/$f
+done
+.venv/bin/python results/ensemble_lite2.py > results/supervised/cv_tad_lite2/ensemble.json
+# BreakHis: the served probe recipe over a second patient-grouped partition (split seed 1: its fold 0 holds 3 of the
+# 10 benign patients; seed 0 gives each fold 2), and its fold 0 served as breakhis_efficientnet_lite0_probe/3 (/2 removed)
+bash results/cv_probe_stages_breakhis_seed1.sh
+bash results/collect.sh runs/cv_probe_seed1 results/supervised/cv_probe_seed1
+$T cv-table runs/cv_probe_seed1/breakhis/efficientnet_lite0_stages2345 \
+    --json results/supervised/cv_probe_stages_breakhis_seed1.json > results/supervised/cv_probe_stages_breakhis_seed1.md
+$T export --run runs/cv_probe_seed1/breakhis/efficientnet_lite0_stages2345/fold0 --store model_store \
+    --name breakhis_efficientnet_lite0_probe "${B_PX[@]}"
+.venv/bin/python -m bench.accuracy model_store/breakhis_efficientnet_lite0_probe/3
+.venv/bin/python -m bench.classifier_oos model_store/breakhis_efficientnet_lite0_probe/3
