@@ -10,7 +10,9 @@ the adapter's classes), ebhi_other (EBHI's other classes: same organ, other diag
 tissue: another organ and lab), glass (near-white images with sensor noise), blur (own queries under a
 Gaussian blur of radius 8 px at 224 px scale). Prints one JSON line per shot count: the query accuracy of
 the head /adapt chooses (auto) and of each head forced, and the flag rates. `--augment dihedral` builds
-the adapters as /adapt does with `augment=dihedral`: each support image's 8 rotations/flips as shots.
+the adapters as /adapt does with `augment=dihedral`: each support image's 8 rotations/flips as shots;
+`--tta dihedral` classifies each query as /classify does with an adapter and `tta=dihedral`: the mean of the
+adapter's probabilities over the query's 8 views (the out-of-support flag stays the image's own view's).
 """
 from __future__ import annotations
 
@@ -46,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shots", type=int, nargs="+", default=[1, 5])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--augment", choices=("none", "dihedral"), default="none", help="support views, as /adapt's")
+    p.add_argument("--tta", choices=("none", "dihedral"), default="none",
+                   help="query views, as /classify's tta with an adapter: probabilities averaged over the 8 views")
     args = p.parse_args(argv)
     rng = np.random.default_rng(args.seed)
     bundle = load_bundle(args.model)
@@ -69,10 +73,11 @@ def main(argv: list[str] | None = None) -> int:
     own_paths = {c: pick(ebhi / c, args.per_class) for c in UNSEEN}
     own = {c: embed(read(ps)) for c, ps in own_paths.items()}
     views = DIHEDRAL if args.augment == "dihedral" else (None,)
-    # (images, views, D): every view of every image of the unseen classes, for the support sets
-    own_views = {c: own[c][:, None] if len(views) == 1 else embed(
-        [img if t is None else img.transpose(t) for img in read(ps) for t in views]).reshape(len(ps), len(views), -1)
-        for c, ps in own_paths.items()}
+    # (images, 8, D): every dihedral view of every image of the unseen classes, when support or queries use them
+    dihedral = {c: embed([img if t is None else img.transpose(t) for img in read(ps) for t in DIHEDRAL]).reshape(
+        len(ps), len(DIHEDRAL), -1) for c, ps in own_paths.items()} if "dihedral" in (args.augment, args.tta) else {}
+    own_views = {c: dihedral[c] if len(views) > 1 else own[c][:, None] for c in own_paths}
+    query_views = {c: dihedral[c] if args.tta == "dihedral" else own[c][:, None] for c in own_paths}
     blur = {c: embed([img.filter(ImageFilter.GaussianBlur(8 * img.width / 224)) for img in read(ps)])
             for c, ps in own_paths.items()}
     other = np.concatenate([embed(read(pick(ebhi / c, args.per_class))) for c in OTHER])
@@ -87,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         accuracy, heads = [], {}
         by_head: dict[str, list[float]] = {h: [] for h in HEADS}  # each head forced: what choosing adds
         for _ in range(args.episodes):
-            support, labels, groups, queries, truth, blurred = [], [], [], [], [], []
+            support, labels, groups, queries, query_sets, truth, blurred = [], [], [], [], [], [], []
             for c in UNSEEN:
                 specimens = sorted({_specimen(q) for q in own_paths[c]})
                 order = rng.permutation(len(specimens))
@@ -104,15 +109,18 @@ def main(argv: list[str] | None = None) -> int:
                 groups += [len(groups) // len(views) + g for g in range(len(idx)) for _ in views]
                 labels += [c] * (len(idx) * len(views))
                 queries.append(own[c][rest])
+                query_sets.append(query_views[c][rest])
                 truth += [c] * len(rest)
                 blurred.append(blur[c][rest])
             q, support_emb = np.concatenate(queries), np.concatenate(support)
+            q_views = np.concatenate(query_sets)  # (queries, views, D)
             for head in ("auto", *HEADS):
                 fitted = new_adapter(name=None, model=bundle.name, version=bundle.version, embeddings=support_emb,
                                      labels=labels, groups=groups, head=head, distance=bundle.embedding_distance,
                                      temperature=bundle.embedding_temperature,
                                      augmentation=None if args.augment == "none" else args.augment)
-                predicted = np.asarray(fitted.classes)[fitted.classify(q).argmax(1)]
+                probs = fitted.classify(q_views.reshape(-1, q_views.shape[-1])).reshape(*q_views.shape[:2], -1)
+                predicted = np.asarray(fitted.classes)[probs.mean(axis=1).argmax(1)]
                 (accuracy if head == "auto" else by_head[head]).append(float((predicted == np.asarray(truth)).mean()))
                 if head == "auto":
                     adapter = fitted
@@ -123,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
                 rates[kind].append(float(np.mean(flags)))
         print(json.dumps({"bundle": bundle.ref, "way": 3, "shots": shots, "episodes": args.episodes,
                           **({"augment": args.augment} if args.augment != "none" else {}),
+                          **({"tta": args.tta} if args.tta != "none" else {}),
                           "accuracy": round(float(np.mean(accuracy)), 3), "heads": heads,
                           "accuracy_by_head": {h: round(float(np.mean(v)), 3) for h, v in by_head.items()},
                           "flagged": {k: round(float(np.mean(v)), 3) for k, v in rates.items()}}))

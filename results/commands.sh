@@ -376,3 +376,7 @@ $T export --run runs/cv_probe_seed1/breakhis/efficientnet_lite0_stages2345/fold0
     --name breakhis_efficientnet_lite0_probe "${B_PX[@]}"
 .venv/bin/python -m bench.accuracy model_store/breakhis_efficientnet_lite0_probe/3
 .venv/bin/python -m bench.classifier_oos model_store/breakhis_efficientnet_lite0_probe/3
+# /adapt's heads with the queries' 8 views averaged too (bench.adapter_oos --tta; same 100 episodes as above)
+OPENBLAS_NUM_THREADS=1 .venv/bin/python -m bench.adapter_oos --model model_store/fewshot_dual_attention_lite2/1 \
+    --episodes 100 --shots 1 5 10 --augment dihedral --tta dihedral \
+    > bench/results/adapter-oos-fewshot_dual_attention_lite2-1-dihedral-tta.jsonl

@@ -8,14 +8,15 @@
   - https://arxiv.org/abs/1911.04623
 - `logistic`: multinomial logistic regression with an L2 penalty on the L2-normalised embeddings,
   the head of Tian et al., `Rethinking Few-Shot Image Classification` - https://arxiv.org/abs/2003.11539.
-  Fitted here in numpy (Nesterov's accelerated gradient on the same objective as scikit-learn's
-  `LogisticRegression(C=...)`), because scikit-learn and SciPy would add about 200 MB to the serving image.
+  Fitted here in numpy (Newton's method in the support rows' span, or Nesterov's accelerated gradient
+  for large support sets, on the same objective as scikit-learn's `LogisticRegression(C=...)`), because scikit-learn and SciPy would add about 200 MB to the serving image.
 
 `select_head` fits every head, scores each by leave-one-out accuracy on the support set (a whole
 image with its augmented copies is left out at once; beyond `MAX_LOO_GROUPS` images, 10-fold
 cross-validation), and keeps the best, the simpler head on a tie. With one shot per class nothing
 can be left out, so it takes cosine prototypes and says so. `out_of_support_threshold` calibrates
-the "none of these" distance on the same held-out images.
+the "none of these" distance on the same held-out images. The held-out mean heads are never built:
+their scores on support rows come from the support set's Gram matrix (`held_out_scores`).
 
 Pure numpy, no I/O: a head is its name, a few float32 arrays and JSON parameters, which the record
 (`model.py`) persists as they are.
@@ -465,18 +466,51 @@ def cross_validate(kind: str, embeddings: np.ndarray, y: np.ndarray, groups: np.
     outs, method = held_out if held_out is not None else held_out_masks(y, groups)
     if not outs.any():
         return None, np.zeros(0), "one shot per class"
-    if kind == LOGISTIC:
-        warm = full if full is not None else fit_head(kind, embeddings, y, n_classes, **params)
-        heads = held_out_logistic_heads(embeddings, y, n_classes, ~outs, warm)
-    else:
-        heads = held_out_mean_heads(kind, embeddings, y, n_classes, ~outs, **params)
-    correct = 0
-    own: list[np.ndarray] = []
-    for out, head in zip(outs, heads, strict=True):
-        predicted = np.argmax(head.logits(embeddings[out]), axis=1)
-        correct += int((predicted == y[out]).sum())
-        own.append(head.distances(embeddings[out])[np.arange(int(out.sum())), y[out]])
-    return correct / int(outs.sum()), np.concatenate(own), method
+    fold, row = np.nonzero(outs)  # each held-out image, with the fold whose head was fitted without it
+    logits, dists = held_out_scores(kind, embeddings, y, n_classes, ~outs, fold, row, full=full, **params)
+    correct = int((np.argmax(logits, axis=1) == y[row]).sum())
+    return correct / len(row), dists[np.arange(len(row)), y[row]], method
+
+
+def held_out_scores(kind: str, embeddings: np.ndarray, y: np.ndarray, n_classes: int, keep: np.ndarray,
+                    fold: np.ndarray, row: np.ndarray, *, full: Head | None = None,
+                    distance: str = "squared_euclidean", temperature: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """`Head.logits` and `Head.distances` (M, K) of embeddings[row[m]] under the head fitted on the rows
+    keep[fold[m]] keeps, without building those heads: every mean head is a weighted mean of support rows, so
+    its scores on a support row follow from the (N, N) Gram matrix, at N / D of the cost of the vectors.
+    The logistic head's weights come from `fit_logistic`, warm-started from `full` (the whole set's fit)."""
+    e = np.asarray(embeddings, dtype=np.float64)
+    keep = np.asarray(keep, dtype=np.float64)
+    members = keep[:, :, None] * np.eye(n_classes)[np.asarray(y, dtype=np.int64)]  # (F, N, K)
+    means = members / members.sum(axis=1, keepdims=True)  # each fold's class means as weights on the rows
+    gram = e @ e.T
+    if kind == PROTOTYPE:
+        cross = np.einsum("mi,mik->mk", gram[row], means[fold])  # x . p
+        sq_norms = np.einsum("fik,ij,fjk->fk", means, gram, means)[fold]  # |p|^2
+        if distance == "cosine":
+            d = 1.0 - cross / np.maximum(np.sqrt(gram[row, row])[:, None] * np.sqrt(sq_norms), 1e-12)
+        else:
+            d = np.maximum(gram[row, row][:, None] - 2.0 * cross + sq_norms, 0.0)
+            d = np.sqrt(d) if distance == "euclidean" else d
+        return -d / temperature, d
+    if kind == CENTRED:  # each fold's rows minus its own support mean w X, then L2-normalised
+        w = keep / keep.sum(axis=1, keepdims=True)
+        gw = w @ gram  # (F, N)
+        points = gram[None] - gw[:, :, None] - gw[:, None, :] + (gw * w).sum(axis=1)[:, None, None]
+    else:  # cosine and logistic: the L2-normalised rows
+        points = np.broadcast_to(gram, (len(keep), *gram.shape))
+    norms = np.sqrt(np.maximum(np.einsum("fii->fi", points), 0.0))
+    unit = points / np.maximum(norms[:, :, None] * norms[:, None, :], 1e-24)  # (F, N, N) Gram of unit points
+    cross = np.einsum("mi,mik->mk", unit[fold, row], means[fold])  # z . (class mean of z)
+    proto_norms = np.sqrt(np.maximum(np.einsum("fik,fij,fjk->fk", means, unit, means), 0.0))[fold]
+    cosine = cross / np.maximum(proto_norms, 1e-12)
+    if kind != LOGISTIC:
+        return COSINE_SCALE * cosine, 1.0 - cosine
+    z = l2_normalise(e)
+    full = full if full is not None else fit_head(LOGISTIC, e, y, n_classes)
+    weights, bias = fit_logistic(z, y, n_classes, c=LOGISTIC_C, keep=keep.astype(bool), tol=1e-3,
+                                 init=(full.arrays["weights"].astype(np.float64), full.arrays["bias"].astype(np.float64)))
+    return np.einsum("md,mkd->mk", z[row], weights[fold]) + bias[fold], 1.0 - cosine
 
 
 @dataclass

@@ -20,7 +20,9 @@ from service.adapters.heads import (
     fit_logistic,
     gradcam,
     held_out_logistic_heads,
+    held_out_masks,
     held_out_mean_heads,
+    held_out_scores,
     l2_normalise,
     leave_one_out_accuracy,
     out_of_support,
@@ -131,6 +133,28 @@ def test_held_out_mean_heads_are_the_heads_of_each_subset(kind):
     if reference is not None:  # the whole-set row against the plain class mean
         np.testing.assert_allclose(held_out_mean_heads(kind, x, y, 3, keep)[3].arrays["prototypes"][1], reference,
                                    rtol=1e-5)
+
+
+@pytest.mark.parametrize("kind,metric", [(PROTOTYPE, "squared_euclidean"), (PROTOTYPE, "euclidean"),
+                                         (PROTOTYPE, "cosine"), (COSINE, None), (CENTRED, None), (LOGISTIC, None)])
+@pytest.mark.parametrize("grouped", [False, True])
+def test_held_out_scores_are_the_held_out_heads_scores(kind, metric, grouped):
+    """The Gram-matrix scores equal those of the heads built on each fold's rows, row by held-out row."""
+    x, y = _clusters(seed=11, d=40, spread=0.6)
+    # grouped: pairs of one class's shots are held out together (as /adapt does with augmented copies)
+    groups = y * 100 + (np.arange(len(y)) % 5) // 2 if grouped else np.arange(len(y))
+    outs, _ = held_out_masks(y, groups)
+    fold, row = np.nonzero(outs)
+    params = {"distance": metric or "squared_euclidean", "temperature": 1.5}
+    full = fit_head(kind, x, y, 3, **params)
+    logits, dists = held_out_scores(kind, x, y, 3, ~outs, fold, row, full=full, **params)
+    if kind == LOGISTIC:
+        heads = held_out_logistic_heads(x, y, 3, ~outs, warm=full)
+    else:
+        heads = held_out_mean_heads(kind, x, y, 3, ~outs, **params)
+    for m, (f, i) in enumerate(zip(fold, row, strict=True)):
+        np.testing.assert_allclose(logits[m], heads[f].logits(x[i : i + 1])[0], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(dists[m], heads[f].distances(x[i : i + 1])[0], rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("kind,metric", [(PROTOTYPE, "squared_euclidean"), (PROTOTYPE, "euclidean"),
