@@ -48,7 +48,10 @@ class Settings(BaseSettings):
     force_spinning_stop: bool = False
 
     # --- micro-batching (two knobs shape a batch), how many batches run at once, and the bounded queue
-    max_batch_size: int = Field(8, ge=1, le=256)
+    # 2 on CPU: the two-view Lite2 default runs fastest at batch 1-2 in raw ORT on 2 cores (larger batches
+    # leave the caches), and batch 2 served 10-26 % more requests/s than 8 at concurrency 16-32 with batch-1
+    # latency unchanged (bench/results/sweep-20261203T181353Z.json); the GPU compose file sets 8.
+    max_batch_size: int = Field(2, ge=1, le=256)
     max_wait_ms: float = Field(5.0, ge=0.0, le=1000.0)
     # Batches of one model that run at once, each in its own thread on the shared session (Triton's
     # instance count); concurrent runs share the session's intra-op pool. 2: on the 2-core machine, 10-15 %

@@ -23,7 +23,7 @@ def test_quick_benchmark_end_to_end(tiny_store, ebhi_dir, tmp_path, capsys):
 
     entry = results["bundles"]["tiny_cbam/1"]
     raw = entry["raw"]
-    assert set(raw["batches"]) == {"1", "2", "4", "8"}  # the service's default max_batch_size is 8
+    assert set(raw["batches"]) == {"1", "2"}  # up to the service's default max_batch_size, 2
     assert raw["best_images_per_s_with_decode"] < raw["best_images_per_s"]
     assert set(results["floor"]) == {"fastapi", "asgi"}
     for server in (entry["service"]["batched"], entry["service"]["unbatched"], entry["plain"], entry["naive"],

@@ -14,7 +14,7 @@ def test_defaults(monkeypatch):
     s = Settings()
     assert s.model_store == REPO_ROOT / "model_store"
     assert s.default_model is None and s.default_embedding_model is None and s.api_key is None
-    assert (s.host, s.port, s.max_batch_size) == ("127.0.0.1", 8000, 8)
+    assert (s.host, s.port, s.max_batch_size) == ("127.0.0.1", 8000, 2)
 
 
 def test_environment_with_prefix(monkeypatch, tmp_path):
