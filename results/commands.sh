@@ -380,3 +380,10 @@ $T export --run runs/cv_probe_seed1/breakhis/efficientnet_lite0_stages2345/fold0
 OPENBLAS_NUM_THREADS=1 .venv/bin/python -m bench.adapter_oos --model model_store/fewshot_dual_attention_lite2/1 \
     --episodes 100 --shots 1 5 10 --augment dihedral --tta dihedral \
     > bench/results/adapter-oos-fewshot_dual_attention_lite2-1-dihedral-tta.jsonl
+# The serving benchmark on the two-view default, run after each of this round's service/bench commits
+# (bench/results/20261203T174038Z, 175154Z, 175856Z at max_batch_size 8; 181600Z at the new default 2)
+OPENBLAS_NUM_THREADS=1 .venv/bin/python -m bench --provider cpu --model ebhi_cbam_efficientnet_lite2 \
+    --adapt-model fewshot_dual_attention_lite2
+# max_batch_size 8 / 2 / 1 side by side on the default classifier (bench/results/sweep-20261203T181353Z.json)
+OPENBLAS_NUM_THREADS=1 .venv/bin/python -m bench.sweep --config batch8: --config batch2:MAX_BATCH_SIZE=2 \
+    --config batch1:MAX_BATCH_SIZE=1 --repeat 2
