@@ -9,7 +9,8 @@
 - `logistic`: multinomial logistic regression with an L2 penalty on the L2-normalised embeddings,
   the head of Tian et al., `Rethinking Few-Shot Image Classification` - https://arxiv.org/abs/2003.11539.
   Fitted here in numpy (Newton's method in the support rows' span, or Nesterov's accelerated gradient
-  for large support sets, on the same objective as scikit-learn's `LogisticRegression(C=...)`), because scikit-learn and SciPy would add about 200 MB to the serving image.
+  for large support sets, on the same objective as scikit-learn's `LogisticRegression(C=...)`),
+  because scikit-learn and SciPy would add about 200 MB to the serving image.
 
 `select_head` fits every head, scores each by leave-one-out accuracy on the support set (a whole
 image with its augmented copies is left out at once; beyond `MAX_LOO_GROUPS` images, 10-fold

@@ -37,3 +37,19 @@ def test_committed_bundle_loads_in_the_service(path):
     runtime = ModelRuntime(bundle, Settings(model_store=STORE))
     # an embedding bundle's format-1 gradcam.onnx is part of no task: never opened
     assert (runtime.gradcam_session is not None) == (bundle.task == "classification")
+
+
+def test_served_breakhis_classifier_tests_on_three_benign_patients():
+    """The served benign/malignant bundle's held-out test split holds at least 3 of BreakHis's 10 benign
+    patients, and no patient is on two sides of its split."""
+    import json
+
+    latest = max((p for p in COMMITTED if p.parent.name == "breakhis_efficientnet_lite0_probe"),
+                 key=lambda p: int(p.name))
+    files = json.loads((latest / "split.json").read_text())["files"]
+    sides: dict[str, set[str]] = {}
+    for f in files:
+        sides.setdefault(f["group"], set()).add(f["split"])
+    assert all(len(s) == 1 for s in sides.values()), "a patient on two sides of the split"
+    benign_test = {f["group"] for f in files if f["split"] == "test" and f["class"] == "benign"}
+    assert len(benign_test) >= 3, f"{latest.name}: {len(benign_test)} benign test patients"
