@@ -387,3 +387,14 @@ OPENBLAS_NUM_THREADS=1 .venv/bin/python -m bench --provider cpu --model ebhi_cba
 # max_batch_size 8 / 2 / 1 side by side on the default classifier (bench/results/sweep-20261203T181353Z.json)
 OPENBLAS_NUM_THREADS=1 .venv/bin/python -m bench.sweep --config batch8: --config batch2:MAX_BATCH_SIZE=2 \
     --config batch1:MAX_BATCH_SIZE=1 --repeat 2
+# EBHI-Seg: the served recipe's five networks with all four shape-keeping flips averaged in the graph (identity,
+# hflip, vflip, rot180; fixed before scoring, no choice on validation), 4 forward passes per image: at round 12's
+# raw speed (116 images/s with two) that leaves about 58, above the 50 asked. Scratch versions 3 of each fold.
+for fold in 0 1 2 3 4; do
+    SRC=runs/cv_tad/store/ebhi_tad_cbam_efficientnet_lite2_fold$fold/1
+    [ $fold = 0 ] && SRC=runs/scratch/store/ebhi_cbam_efficientnet_lite2/1
+    .venv/bin/python -m bench.tta $SRC --store $(dirname $(dirname $SRC)) --version 3 --views identity,hflip,vflip,rot180
+done
+.venv/bin/python -m bench.folds runs/scratch/store/ebhi_cbam_efficientnet_lite2/3 \
+    runs/cv_tad/store/ebhi_tad_cbam_efficientnet_lite2_fold{1,2,3,4}/3 \
+    --json results/supervised/cv_tad_lite2/served_folds_4views.json > results/supervised/cv_tad_lite2/served_folds_4views.md
