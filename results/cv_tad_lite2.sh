@@ -14,7 +14,7 @@ mkdir -p $OUT
 if [ "$MODEL" = cbam_efficientnet_lite2 ] && [ ! -f $OUT/fold0/metrics.json ]; then
     mkdir -p $OUT/fold0
     cp results/supervised/ebhi_tad_cbam_efficientnet_lite2_16ep/*.json $OUT/fold0/
-    cp model_store/ebhi_cbam_efficientnet_lite2/2/split.json $OUT/fold0/
+    cp model_store/ebhi_cbam_efficientnet_lite2/3/split.json $OUT/fold0/  # every version of it has fold 0's split
 fi
 for fold in 0 1 2 3 4; do
     [ -f $OUT/fold$fold/metrics.json ] && continue

@@ -8,7 +8,12 @@ set -euo pipefail
 T=".venv/bin/python -m training"
 RUNS=runs/cv_tad/ebhi/tad_cbam_efficientnet_lite2
 STORE=runs/cv_tad/store
-BUNDLES=(model_store/ebhi_cbam_efficientnet_lite2/2)
+# fold 0: the two-view default of rounds 10-11, removed from the store in round 12 (/3 averages four views): from git
+mkdir -p runs/scratch/store/ebhi_cbam_efficientnet_lite2/2
+for f in gradcam.onnx manifest.json model.onnx split.json; do
+    git show 8fe8486:model_store/ebhi_cbam_efficientnet_lite2/2/$f > runs/scratch/store/ebhi_cbam_efficientnet_lite2/2/$f
+done
+BUNDLES=(runs/scratch/store/ebhi_cbam_efficientnet_lite2/2)
 for fold in 1 2 3 4; do
     NAME=ebhi_tad_cbam_efficientnet_lite2_fold$fold
     [ -d $STORE/$NAME/1 ] || $T export --run $RUNS/fold$fold --store $STORE --name $NAME \
