@@ -69,6 +69,13 @@ class LoadedModel:
         }
 
 
+def max_batch_images(bundle: Bundle, max_batch_size: int) -> int:
+    """Images per ONNX Runtime call: `max_batch_size` counts forward passes, and a classify graph that averages
+    V views (bench.tta) runs each image V times, so it batches max(1, max_batch_size // V) images."""
+    views = bundle.graphs["classify"].get("test_time_augmentation", {}).get("views") or [None]
+    return max(1, max_batch_size // len(views))
+
+
 class ModelRegistry:
     def __init__(self, settings: Settings, metrics: Metrics):
         self.settings = settings
@@ -118,7 +125,7 @@ class ModelRegistry:
             size.observe(n)
             duration.observe(seconds)
 
-        return MicroBatcher(runtime.run, max_batch_size=self.settings.max_batch_size,
+        return MicroBatcher(runtime.run, max_batch_size=max_batch_images(bundle, self.settings.max_batch_size),
                             max_wait_ms=self.settings.max_wait_ms, max_queue=self.settings.max_queue,
                             max_queue_wait_ms=self.settings.max_queue_wait_ms,
                             max_background_queue=self.settings.max_background_queue,
@@ -131,7 +138,7 @@ class ModelRegistry:
             started = time.perf_counter()
             h, w = model.bundle.input_size
             features = None
-            for n in range(1, self.settings.max_batch_size + 1):
+            for n in range(1, model.batcher.max_batch_size + 1):
                 outputs = model.runtime.run(np.zeros((n, 3, h, w), dtype=np.float32))
                 features = outputs["features"][:1]
             if model.runtime.gradcam_session is not None:

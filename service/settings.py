@@ -51,6 +51,7 @@ class Settings(BaseSettings):
     # 2 on CPU: the two-view Lite2 default runs fastest at batch 1-2 in raw ORT on 2 cores (larger batches
     # leave the caches), and batch 2 served 10-26 % more requests/s than 8 at concurrency 16-32 with batch-1
     # latency unchanged (bench/results/sweep-20261203T181353Z.json); the GPU compose file sets 8.
+    # Counted in forward passes: a graph that averages V views (bench.tta) batches max(1, N // V) images.
     max_batch_size: int = Field(2, ge=1, le=256)
     max_wait_ms: float = Field(5.0, ge=0.0, le=1000.0)
     # Batches of one model that run at once, each in its own thread on the shared session (Triton's

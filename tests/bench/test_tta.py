@@ -9,6 +9,7 @@ import pytest
 
 from bench import tta
 from bench.derived import graph_outputs
+from service.registry import max_batch_images
 from service.store import load_bundle
 
 
@@ -41,6 +42,8 @@ def test_the_copy_averages_the_views_and_keeps_the_image_s_own_features(source, 
     assert not np.allclose(got["probabilities"], alone["probabilities"], atol=1e-4)  # the flips do change them
     np.testing.assert_array_equal(got["features"], alone["features"])
     assert copy.graphs["classify"]["outputs"] == src.graphs["classify"]["outputs"]
+    # the service's batcher counts forward passes: three views per image, so 8 passes are 2 images
+    assert (max_batch_images(copy, 8), max_batch_images(copy, 2), max_batch_images(src, 8)) == (2, 1, 8)
 
     manifest = copy.manifest
     block = manifest["graphs"]["classify"]["test_time_augmentation"]
