@@ -406,3 +406,5 @@ done
 .venv/bin/python -m bench.classifier_oos model_store/ebhi_cbam_efficientnet_lite2/3
 OPENBLAS_NUM_THREADS=1 .venv/bin/python -m bench --provider cpu --model ebhi_cbam_efficientnet_lite2 \
     --adapt-model fewshot_dual_attention_lite2
+# (the bench line above ran twice on the four-view default: bench/results/20261203T184608Z with two images of it
+#  per call, 20261203T185442Z after the batcher counts forward passes)
