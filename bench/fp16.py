@@ -90,8 +90,12 @@ def float_weights(src: Path, dst: Path) -> int:
 
 def parity(source: Path, copy: Path, images: np.ndarray, task: str) -> dict[str, float]:
     """The copy's outputs against the source's on `images`."""
-    a, b = graph_outputs(source, images), graph_outputs(copy, images)
-    measured = {"images": float(len(images)),
+    return compare(graph_outputs(source, images), graph_outputs(copy, images), task)
+
+
+def compare(a: dict[str, np.ndarray], b: dict[str, np.ndarray], task: str) -> dict[str, float]:
+    """Outputs `b` against reference outputs `a` of the same images, in the terms of `TOLERANCE`."""
+    measured = {"images": float(len(a[next(iter(a))])),
                 "outputs_max_abs": float(max(np.max(np.abs(a[k] - b[k])) for k in a))}
     if task == "classification":
         measured["probabilities_max_abs"] = float(np.max(np.abs(a["probabilities"] - b["probabilities"])))

@@ -88,6 +88,19 @@ class Tolerance(BaseModel):
                              "gradcam_max_abs, embedding_cosine_min")
         return self
 
+    def broken_by(self, measured: dict[str, float]) -> list[str]:
+        """The bounds that `measured` (probabilities_max_abs, top1_agreement, ...) breaks; [] when within."""
+        broken = []
+        if self.probabilities_max_abs is not None and measured.get("probabilities_max_abs", 0.0) > self.probabilities_max_abs:
+            broken.append("probabilities_max_abs")
+        if self.gradcam_max_abs is not None and measured.get("gradcam_max_abs", 0.0) > self.gradcam_max_abs:
+            broken.append("gradcam_max_abs")
+        if self.top1_agreement_min is not None and measured.get("top1_agreement", 1.0) < self.top1_agreement_min:
+            broken.append("top1_agreement_min")
+        if self.embedding_cosine_min is not None and measured.get("embedding_cosine_min", 1.0) < self.embedding_cosine_min:
+            broken.append("embedding_cosine_min")
+        return broken
+
 
 class Quantization(_Model):
     """A graph that is a quantized copy of an fp32 graph, with the tolerance it was accepted under."""
@@ -102,18 +115,8 @@ class Quantization(_Model):
 
     @model_validator(mode="after")
     def _within(self) -> Quantization:
-        t, m = self.tolerance, self.measured
-        broken = []
-        if t.probabilities_max_abs is not None and m.get("probabilities_max_abs", 0.0) > t.probabilities_max_abs:
-            broken.append("probabilities_max_abs")
-        if t.gradcam_max_abs is not None and m.get("gradcam_max_abs", 0.0) > t.gradcam_max_abs:
-            broken.append("gradcam_max_abs")
-        if t.top1_agreement_min is not None and m.get("top1_agreement", 1.0) < t.top1_agreement_min:
-            broken.append("top1_agreement_min")
-        if t.embedding_cosine_min is not None and m.get("embedding_cosine_min", 1.0) < t.embedding_cosine_min:
-            broken.append("embedding_cosine_min")
-        if broken:
-            raise ValueError(f"measured {m} breaks the stated tolerance on {broken}")
+        if broken := self.tolerance.broken_by(self.measured):
+            raise ValueError(f"measured {self.measured} breaks the stated tolerance on {broken}")
         return self
 
 
