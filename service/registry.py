@@ -130,6 +130,8 @@ class ModelRegistry:
                             max_queue_wait_ms=self.settings.max_queue_wait_ms,
                             max_background_queue=self.settings.max_background_queue,
                             concurrent_batches=self.settings.concurrent_batches,
+                            pad_to_max=self.settings.pad_batches == "always" or (
+                                self.settings.pad_batches == "auto" and runtime.provider == "CUDAExecutionProvider"),
                             on_batch=on_batch, on_depth=depth.set)
 
     def warm_up(self) -> None:
@@ -138,13 +140,15 @@ class ModelRegistry:
             started = time.perf_counter()
             h, w = model.bundle.input_size
             features = None
-            for n in range(1, model.batcher.max_batch_size + 1):
+            sizes = [model.batcher.max_batch_size] if model.batcher.pad_to_max else range(
+                1, model.batcher.max_batch_size + 1)
+            for n in sizes:
                 outputs = model.runtime.run(np.zeros((n, 3, h, w), dtype=np.float32))
                 features = outputs["features"][:1]
             if model.runtime.gradcam_session is not None:
                 model.runtime.gradcam(features, np.zeros(1, dtype=np.int64))
-            log.info("warmed up %s at batch sizes 1..%d in %.2fs", model.bundle.ref,
-                     self.settings.max_batch_size, time.perf_counter() - started)
+            log.info("warmed up %s at batch sizes %s in %.2fs", model.bundle.ref, list(sizes),
+                     time.perf_counter() - started)
 
     def start(self) -> None:
         for model in self.models.values():

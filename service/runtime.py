@@ -30,6 +30,12 @@ def wanted_providers(settings: Settings) -> list[str]:
     return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
 
 
+def provider_options(settings: Settings) -> list[str | tuple[str, dict[str, str]]]:
+    """`wanted_providers` in the form InferenceSession takes, CUDA with its settings."""
+    cuda = {"cudnn_conv_algo_search": settings.cuda_conv_algo_search, "use_tf32": str(int(settings.cuda_tf32))}
+    return [(p, cuda) if p == "CUDAExecutionProvider" else p for p in wanted_providers(settings)]
+
+
 def _session_options(settings: Settings) -> ort.SessionOptions:
     options = ort.SessionOptions()
     options.graph_optimization_level = _OPT_LEVELS[settings.graph_optimization_level]
@@ -54,7 +60,7 @@ class ModelRuntime:
 
     def __init__(self, bundle: Bundle, settings: Settings):
         self.bundle = bundle
-        providers = wanted_providers(settings)
+        providers = provider_options(settings)
         options = _session_options(settings)
         try:
             self.session = ort.InferenceSession(str(bundle.model_file), options, providers=providers)

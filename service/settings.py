@@ -37,6 +37,15 @@ class Settings(BaseSettings):
     # None: CUDA first when this onnxruntime build offers it, then CPU.
     providers: Annotated[list[str] | None, NoDecode] = None
     require_cuda: bool = False  # refuse to start unless every session really runs on CUDA
+    # CUDA only. ONNX Runtime's default, EXHAUSTIVE, benchmarks every conv again at each new batch size: with
+    # the micro-batcher's mixed sizes that stalled each batch by seconds on an H200 (round 13's GPU check).
+    cuda_conv_algo_search: Literal["HEURISTIC", "EXHAUSTIVE", "DEFAULT"] = "HEURISTIC"
+    # CUDA only. TF32 convs and matmuls (ORT's default on) moved outputs by up to 5e-3 from the CPU's on the
+    # default models; off, the GPU answers what the CPU-validated figures describe.
+    cuda_tf32: bool = False
+    # Run every micro-batch at its full size, padded: one input shape per session. auto: on CUDA, where ORT
+    # sets its convs up again at each new batch size (the H200 bench: mixed sizes ran 10x slower than batch 1).
+    pad_batches: Literal["auto", "always", "never"] = "auto"
     graph_optimization_level: Literal["disable", "basic", "extended", "all"] = "all"
     intra_op_threads: int = Field(0, ge=0, le=256)  # 0: ONNX Runtime decides
     inter_op_threads: int = Field(0, ge=0, le=256)

@@ -103,6 +103,24 @@ def test_one_request_larger_than_a_batch_is_split_and_comes_back_in_order():
     assert [float(o["sum"]) for o in out] == [3.0 * i for i in range(10)]
 
 
+def test_padded_batches_always_run_at_full_size_and_callers_get_only_their_rows():
+    runner = Runner()
+
+    async def main():
+        b = MicroBatcher(runner, max_batch_size=4, max_wait_ms=0, max_queue=64, pad_to_max=True)
+        b.start()
+        lone = await b.submit([np.full(3, 7.0)])
+        split = await b.submit(np.arange(6, dtype=np.float32)[:, None].repeat(3, 1))
+        await b.stop()
+        return lone, split
+
+    lone, split = run(main())
+    assert runner.sizes == [4, 4, 4]  # one input shape, whatever the batch held
+    assert runner.batches[0][1:] == [0.0, 0.0, 0.0]  # a fresh buffer pads with zeros
+    assert len(lone) == 1 and lone[0]["sum"] == 21.0
+    assert [float(o["sum"]) for o in split] == [3.0 * i for i in range(6)]
+
+
 def test_a_lone_client_never_waits_for_company():
     # After idle or single-item batches nobody else is coming: a 10-minute max_wait_ms must not be waited.
     runner = Runner()

@@ -72,3 +72,16 @@ def test_the_store_names_its_default_models_unless_the_settings_do(tmp_path):
     assert registry.default_model == "a_model"
     (tmp_path / "defaults.json").write_text("[not json")
     assert ModelRegistry(Settings(model_store=tmp_path), Metrics()).default_model is None
+
+
+@pytest.mark.parametrize("pad,expected", [("always", True), ("never", False), ("auto", False)])
+def test_padding_follows_the_setting_and_auto_pads_only_on_cuda(bundles, pad, expected, monkeypatch):
+    registry = _registry(bundles["store"], pad_batches=pad, max_batch_size=4,
+                         providers=["CPUExecutionProvider"])  # auto: this CPU session pads nothing
+    runs = []
+    model = registry.resolve("tiny_cls")
+    real_run = model.runtime.run
+    monkeypatch.setattr(model.runtime, "run", lambda x: runs.append(len(x)) or real_run(x))
+    registry.warm_up()
+    assert model.batcher.pad_to_max is expected
+    assert runs == ([4] if expected else [1, 2, 3, 4])  # warm-up runs only the sizes the batcher will run

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 
 from bundle import sha256_file
-from service.runtime import ModelRuntime
+from service.runtime import ModelRuntime, provider_options
 from service.settings import Settings
 from service.store import BundleError, load_bundle
-from tests.service.conftest import CLASSES, SIZE, edit_manifest
+from tests.service.conftest import CLASSES, HOST_PROVIDERS, SIZE, edit_manifest
 
 
 def test_runs_every_output_of_the_classify_graph(bundles):
@@ -17,7 +17,7 @@ def test_runs_every_output_of_the_classify_graph(bundles):
     assert sorted(out) == ["embedding", "features", "logits", "probabilities"]
     assert out["probabilities"].shape == (2, len(CLASSES))
     np.testing.assert_allclose(out["probabilities"].sum(1), 1.0, atol=1e-5)
-    assert rt.provider == "CPUExecutionProvider" and "CPUExecutionProvider" in rt.providers
+    assert rt.providers == HOST_PROVIDERS  # what was asked for is what ORT gave, no silent fallback
     maps = rt.gradcam(out["features"], np.array([0, 2], dtype=np.int64))
     assert maps.shape == (2, SIZE, SIZE) and 0.0 <= maps.min() and maps.max() <= 1.0
 
@@ -53,3 +53,14 @@ def test_spinning_settings_reach_the_session_options(env, spin, stop):
     options = _session_options(Settings(**env))
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == spin
     assert options.get_session_config_entry("session.force_spinning_stop") == stop
+
+
+def test_cuda_gets_its_settings_and_the_cpu_none():
+    """Heuristic conv search and no TF32 unless set: ORT's own defaults re-benchmark every new batch size
+    and move outputs off the CPU's (bench.gpu on an H200)."""
+    cuda = "CUDAExecutionProvider"
+    assert provider_options(Settings(providers=[cuda, "CPUExecutionProvider"])) == [
+        (cuda, {"cudnn_conv_algo_search": "HEURISTIC", "use_tf32": "0"}), "CPUExecutionProvider"]
+    tuned = Settings(providers=[cuda], cuda_conv_algo_search="EXHAUSTIVE", cuda_tf32=True)
+    assert provider_options(tuned) == [(cuda, {"cudnn_conv_algo_search": "EXHAUSTIVE", "use_tf32": "1"})]
+    assert provider_options(Settings(providers=["CPUExecutionProvider"])) == ["CPUExecutionProvider"]

@@ -12,7 +12,8 @@ from tests.service.conftest import SIZE
 
 @pytest.fixture()
 def runtime(bundles):
-    return ModelRuntime(load_bundle(bundles["store"] / "tiny_cls" / "1"), Settings(model_store=bundles["store"]))
+    settings = Settings(model_store=bundles["store"], providers=["CPUExecutionProvider"])
+    return ModelRuntime(load_bundle(bundles["store"] / "tiny_cls" / "1"), settings)
 
 
 def test_the_cpu_path_is_plain_session_run(runtime, monkeypatch):

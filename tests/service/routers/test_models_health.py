@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 
 from service.main import create_app
 from service.settings import Settings
-from tests.service.conftest import CLASSES, SIZE, png, random_rgb
+from tests.service.conftest import CLASSES, HOST_PROVIDERS, SIZE, png, random_rgb
 
 
 def test_models_list_and_detail(app_factory):
@@ -21,7 +21,7 @@ def test_models_list_and_detail(app_factory):
         assert detail["classes"] == CLASSES
         assert detail["input_size"] == [SIZE, SIZE]
         assert detail["metrics"] == {"test": {"accuracy": 0.5}}
-        assert detail["provider"] == "CPUExecutionProvider"
+        assert detail["provider"] == HOST_PROVIDERS[0]
         assert detail["versions"] == [1] and detail["gradcam"] is True
         assert c.get("/models/tiny_cls/1").json()["name"] == "tiny_cls"
         for path in ("/models/nope", "/models/tiny_cls/2", "/models/tiny_cls/x"):
@@ -47,9 +47,10 @@ def test_health_ready_and_metrics(app_factory):
     assert 'histoserve_http_requests_total{method="GET",route="unmatched",status="404"} 1.0' in text
     assert "12345" not in text and "whatever-name-77" not in text  # raw paths never become labels
     assert 'histoserve_images_classified_total{model="tiny_cls",version="1"} 1.0' in text
-    assert 'histoserve_model_info{model="tiny_cls",provider="CPUExecutionProvider",version="1"} 1.0' in text
+    assert f'histoserve_model_info{{model="tiny_cls",provider="{HOST_PROVIDERS[0]}",version="1"}} 1.0' in text
     assert 'histoserve_queue_capacity{model="tiny_cls",version="1"} 64.0' in text
-    assert re.search(r'histoserve_build_info\{providers="CPUExecutionProvider",version="[^"]+"\} 1.0', text)
+    providers = re.escape(",".join(sorted(HOST_PROVIDERS)))
+    assert re.search(rf'histoserve_build_info\{{providers="{providers}",version="[^"]+"\}} 1.0', text)
     assert 'histoserve_errors_total{kind="model_not_found"} 1.0' in text
     assert "histoserve_adapters 0.0" in text
     for name in ("histoserve_http_request_duration_seconds_bucket", "histoserve_inference_duration_seconds_bucket",
