@@ -17,7 +17,7 @@ import time
 import numpy as np
 
 from service.imaging import decode_image, preprocess
-from service.runtime import ModelRuntime
+from service.runtime import ModelRuntime, pads_batches
 from service.settings import Settings
 from service.store import Bundle
 
@@ -135,16 +135,21 @@ def measure(bundle: Bundle, samples: list[Sample], settings: Settings, *, second
 
 def _embed_support(runtime: ModelRuntime, bundle: Bundle, samples: list[Sample], settings: Settings,
                    seconds: float, count: int) -> dict:
-    """Decode `count` images and embed them at the batcher's max batch: what /adapt must at least cost."""
+    """Decode `count` images and embed them at the batcher's max batch, the last chunk padded to it where the
+    service pads: what /adapt must at least cost."""
     chosen = [samples[k % len(samples)] for k in range(count)]
     step = settings.max_batch_size
+    pad = pads_batches(settings, runtime.provider)
 
     def one() -> None:
         x = [preprocess(decode_image(s.data, max_pixels=settings.max_image_pixels), bundle.preprocessing)
              for s in chosen]
         for start in range(0, count, step):
-            runtime.run(np.stack(x[start : start + step]))
+            chunk = np.stack(x[start : start + step])
+            if pad and len(chunk) < step:
+                chunk = np.concatenate([chunk, np.zeros((step - len(chunk), *chunk.shape[1:]), chunk.dtype)])
+            runtime.run(chunk)
 
     one()
     times = _timed(one, seconds, min_runs=3)
-    return {"images": count, "chunk": step, "latency": summarize_ms(times)}
+    return {"images": count, "chunk": step, "padded": pad, "latency": summarize_ms(times)}

@@ -328,7 +328,8 @@ def run(plan: Plan, *, store: Path, data_dir: Path, results_dir: Path, models: l
                  "images": f"{len(samples)} EBHI-Seg PNGs from {data_dir} ({plan.per_class} per class)",
                  "service_settings": {k: getattr(settings, k) for k in (
                      "max_batch_size", "max_wait_ms", "max_queue", "concurrent_batches", "intra_op_threads",
-                     "inter_op_threads", "allow_spinning", "graph_optimization_level")}},
+                     "inter_op_threads", "allow_spinning", "graph_optimization_level", "pad_batches",
+                     "cuda_conv_algo_search", "cuda_tf32")}},
         "plan": asdict(plan),
         "bundles": {},
     }

@@ -13,7 +13,7 @@ import numpy as np
 
 from .batching import MicroBatcher
 from .metrics import Metrics
-from .runtime import ModelRuntime
+from .runtime import ModelRuntime, pads_batches
 from .settings import MODEL_REF, Settings
 from .store import Bundle, BundleError, discover, store_defaults
 
@@ -130,8 +130,7 @@ class ModelRegistry:
                             max_queue_wait_ms=self.settings.max_queue_wait_ms,
                             max_background_queue=self.settings.max_background_queue,
                             concurrent_batches=self.settings.concurrent_batches,
-                            pad_to_max=self.settings.pad_batches == "always" or (
-                                self.settings.pad_batches == "auto" and runtime.provider == "CUDAExecutionProvider"),
+                            pad_to_max=pads_batches(self.settings, runtime.provider),
                             on_batch=on_batch, on_depth=depth.set)
 
     def warm_up(self) -> None:

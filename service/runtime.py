@@ -36,6 +36,11 @@ def provider_options(settings: Settings) -> list[str | tuple[str, dict[str, str]
     return [(p, cuda) if p == "CUDAExecutionProvider" else p for p in wanted_providers(settings)]
 
 
+def pads_batches(settings: Settings, provider: str) -> bool:
+    """Whether every batch runs at its full size on a session of `provider` (settings.pad_batches)."""
+    return settings.pad_batches == "always" or (settings.pad_batches == "auto" and provider == "CUDAExecutionProvider")
+
+
 def _session_options(settings: Settings) -> ort.SessionOptions:
     options = ort.SessionOptions()
     options.graph_optimization_level = _OPT_LEVELS[settings.graph_optimization_level]
