@@ -408,3 +408,16 @@ OPENBLAS_NUM_THREADS=1 .venv/bin/python -m bench --provider cpu --model ebhi_cba
     --adapt-model fewshot_dual_attention_lite2
 # (the bench line above ran twice on the four-view default: bench/results/20261203T184608Z with two images of it
 #  per call, 20261203T185442Z after the batcher counts forward passes)
+
+# ---- Round 13: the first GPU check, one H200 lent through the device tool (bench/results/h200-20261204/)
+# Here: onnxruntime-gpu (CUDA code for sm_90 kept, the rest blanked: bench/device/fatbin.py), the serving wheels,
+# the model store and the benchmark's 96 images, in parts of <= 55 MB under .device/ (one part per device call).
+bash bench/device/prepare.sh ../shared/data
+# There, each part copied into /root/stash first (cp -r .device/partN/. /root/stash/), from the repo root:
+#   run 1 (e7b8b20 + bench/gpu.py, ORT's CUDA defaults):  STASH=/root/stash bash bench/device/check.sh
+#   run 2 (HEURISTIC conv search, TF32 off):  STASH=/root/stash LEVEL_SECONDS=4 \
+#       TESTS="tests/service/routers tests/service/test_runtime.py tests/service/test_runtime_binding.py tests/service/test_live.py" \
+#       bash bench/device/check.sh
+# check.sh runs python -m bench.gpu (every bundle, CUDA against CPU), the service tests with CUDA present, and
+# HISTOSERVE_MAX_BATCH_SIZE=8 python -m bench --provider cuda --model ebhi_cbam_efficientnet_lite2 \
+#     --adapt-model fewshot_dual_attention_lite2 --no-naive --level-seconds 5 --soak-requests 300
