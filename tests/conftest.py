@@ -7,6 +7,9 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# For a `python -m service` the tests start: the repository first, then whatever this interpreter was
+# already given (packages installed with --target, as on a GPU host that cannot download).
+SUBPROCESS_PYTHONPATH = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
 # The datasets are never copied into the project: CI finds them beside the clone.
 DATA_DIR = Path(os.environ.get("HISTOSERVE_DATA_DIR", REPO_ROOT.parent / "shared" / "data"))
 

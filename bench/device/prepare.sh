@@ -22,7 +22,8 @@ download() {  # wheels for the GPU host's CPython 3.12 on x86-64, at this projec
 }
 pin() { $PY -c "import importlib.metadata as m, sys; print(*(f'{n}=={m.version(n)}' for n in sys.argv[1:]))" "$@"; }
 
-download "$WORK" onnxruntime-gpu==1.31.1
+# the gpu extra's pin, as pyproject.toml states it
+download "$WORK" "$($PY -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["gpu"][0])')"
 (cd "$WORK" && unzip -q onnxruntime_gpu-*.whl 'onnxruntime/*')
 cuda_so=$WORK/onnxruntime/capi/libonnxruntime_providers_cuda.so
 $PY bench/device/fatbin.py "$cuda_so" "$WORK/cuda_sm90.so"

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests.conftest import DATA_DIR, REPO_ROOT
+from tests.conftest import DATA_DIR, REPO_ROOT, SUBPROCESS_PYTHONPATH
 from tests.service.test_live import free_port, wait_for
 
 API_KEY = "browser-test-key-0123456789abcdef"
@@ -75,7 +75,7 @@ def live_service(tmp_path_factory):
     port = free_port()
     slide_root = _slide_root(tmp_path_factory)
     log_path = tmp_path_factory.mktemp("browser-service") / "service.log"
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "HISTOSERVE_HOST": "127.0.0.1", "HISTOSERVE_PORT": str(port),
+    env = {**os.environ, "PYTHONPATH": SUBPROCESS_PYTHONPATH, "HISTOSERVE_HOST": "127.0.0.1", "HISTOSERVE_PORT": str(port),
            "HISTOSERVE_MODEL_STORE": str(REPO_ROOT / "model_store"),
            "HISTOSERVE_STATE_DIR": str(tmp_path_factory.mktemp("browser-state")),
            "HISTOSERVE_API_KEY": API_KEY, "HISTOSERVE_MAX_FILES": str(MAX_FILES),

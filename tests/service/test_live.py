@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, SUBPROCESS_PYTHONPATH
 
 pytestmark = pytest.mark.slow
 
@@ -42,15 +42,11 @@ def wait_for(url: str, proc: subprocess.Popen | None = None, timeout: float = 60
     raise AssertionError(f"{url} did not answer 200 within {timeout}s")
 
 
-# The repository first, then whatever this interpreter was already given (packages installed with --target).
-PYTHONPATH = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
-
-
 @pytest.fixture(scope="module")
 def live(bundles, tmp_path_factory):
     port = free_port()
     log_path = tmp_path_factory.mktemp("live") / "service.log"
-    env = {**os.environ, "PYTHONPATH": PYTHONPATH, "HISTOSERVE_PORT": str(port), "HISTOSERVE_HOST": "127.0.0.1",
+    env = {**os.environ, "PYTHONPATH": SUBPROCESS_PYTHONPATH, "HISTOSERVE_PORT": str(port), "HISTOSERVE_HOST": "127.0.0.1",
            "HISTOSERVE_MODEL_STORE": str(bundles["store"]),
            "HISTOSERVE_STATE_DIR": str(tmp_path_factory.mktemp("live-state")), "HISTOSERVE_MAX_WAIT_MS": "5"}
     with log_path.open("wb") as log:
@@ -106,7 +102,7 @@ def test_live_service_classifies_real_images_and_counts_them(live, ebhi_dir):
 
 def test_live_service_stops_cleanly(bundles, tmp_path):
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": PYTHONPATH, "HISTOSERVE_PORT": str(port),
+    env = {**os.environ, "PYTHONPATH": SUBPROCESS_PYTHONPATH, "HISTOSERVE_PORT": str(port),
            "HISTOSERVE_MODEL_STORE": str(bundles["store"]), "HISTOSERVE_STATE_DIR": str(tmp_path)}
     proc = subprocess.Popen([sys.executable, "-m", "service"], cwd=REPO_ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -123,7 +119,7 @@ def test_live_service_stops_cleanly(bundles, tmp_path):
 
 
 def test_bad_setting_refuses_to_start(tmp_path):
-    env = {**os.environ, "PYTHONPATH": PYTHONPATH, "HISTOSERVE_MAX_BATCH_SIZE": "0",
+    env = {**os.environ, "PYTHONPATH": SUBPROCESS_PYTHONPATH, "HISTOSERVE_MAX_BATCH_SIZE": "0",
            "HISTOSERVE_STATE_DIR": str(tmp_path)}
     proc = subprocess.run([sys.executable, "-m", "service"], cwd=REPO_ROOT, env=env, capture_output=True, timeout=60)
     assert proc.returncode != 0 and b"max_batch_size" in proc.stderr
