@@ -105,8 +105,11 @@ class RequestMiddleware:
             if message["type"] == "http.response.start":
                 await drain()
                 response_headers = MutableHeaders(scope=message)
-                if not state["body_done"]:
-                    response_headers["Connection"] = "close"  # the unread rest must not be parsed as a request
+                # The unread rest must not be parsed as a request; and a draining replica closes each connection
+                # after its answer, so no load balancer holds an idle one to it when it stops (nginx 502s a POST
+                # sent on a connection closed under it: tests/deploy/test_scale_live.py's rolling stop).
+                if not state["body_done"] or getattr(scope["app"].state, "draining", False):
+                    response_headers["Connection"] = "close"
                 state["status"], state["started"] = message["status"], True
                 response_headers["X-Request-ID"] = request_id
             await send(message)

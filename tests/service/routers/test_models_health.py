@@ -139,3 +139,11 @@ def test_models_names_the_defaults_requests_get(app_factory):
     refs = {f"{m['name']}/{m['version']}": m["task"] for m in body["models"]}
     assert refs[body["defaults"]["classification"]] == "classification"
     assert refs[body["defaults"]["embedding"]] == "embedding"
+
+
+def test_a_draining_replica_closes_each_connection_after_its_answer(app_factory):
+    with TestClient(app_factory()) as c:
+        assert c.get("/healthz").headers.get("connection") is None  # keep-alive as usual
+        c.app.state.draining = True
+        r = c.get("/models")
+        assert r.status_code == 200 and r.headers["connection"] == "close"
