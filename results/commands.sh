@@ -421,3 +421,13 @@ bash bench/device/prepare.sh ../shared/data
 # check.sh runs python -m bench.gpu (every bundle, CUDA against CPU), the service tests with CUDA present, and
 # HISTOSERVE_MAX_BATCH_SIZE=8 python -m bench --provider cuda --model ebhi_cbam_efficientnet_lite2 \
 #     --adapt-model fewshot_dual_attention_lite2 --no-naive --level-seconds 5 --soak-requests 300
+
+# ---- Round 14 (issue 12): the BreakHis probe on images upsampled to 448 px, both partitions, and per-patient errors
+bash results/cv_probe_448_breakhis.sh
+bash results/collect.sh runs/cv_probe_448 results/supervised/cv_probe_448
+for seed in 0 1; do
+    $T cv-table runs/cv_probe_448/breakhis_seed$seed/efficientnet_lite0_stages2345 \
+        --json results/supervised/cv_probe_448_breakhis_seed$seed.json > results/supervised/cv_probe_448_breakhis_seed$seed.md
+    .venv/bin/python results/breakhis_patients.py runs/cv_probe_448/breakhis_seed$seed/efficientnet_lite0_stages2345 \
+        > results/supervised/cv_probe_448/patients_seed$seed.jsonl
+done
