@@ -286,8 +286,12 @@ def nginx(pair):
 
 
 def answered_by(response: httpx.Response) -> str:
+    return last_upstream(response.headers["x-histoserve-upstream"])
+
+
+def last_upstream(tried: str) -> str:
     # $upstream_addr lists every server tried, the one that answered last.
-    return response.headers["x-histoserve-upstream"].split(",")[-1].strip()
+    return tried.split(",")[-1].strip()
 
 
 def test_nginx_balances_over_ready_replicas_only(pair, nginx):
@@ -332,7 +336,7 @@ def test_rolling_stop_behind_nginx_loses_no_request(pair, nginx):
             send(c, "POST", "/classify", files=QUERY)
     failed = [answer for answer in answers if answer[1] != 200]
     assert answers and not failed, f"{failed}\nnginx:\n{nginx['log_path'].read_text()[-3000:]}"
-    assert f"127.0.0.1:{a['port']}" in {upstreams.split(",")[-1].strip() for *_, upstreams in answers}
+    assert f"127.0.0.1:{a['port']}" in {last_upstream(tried) for *_, tried in answers}
     assert "Application shutdown complete" in b["log_path"].read_text()
 
 
