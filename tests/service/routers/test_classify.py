@@ -228,18 +228,26 @@ def test_full_queue_answers_503_with_retry_after(app_factory):
     # Batches of 1, two workers and a queue of 2; the ORT calls are held until the test releases them.
     with TestClient(app_factory(max_queue=2, max_files=2, max_batch_size=1, concurrent_batches=2)) as c:
         batcher = c.app.state.registry.resolve("tiny_cls").batcher
-        release, real_run = threading.Event(), batcher.run_batch
+        release, real_run, running = threading.Event(), batcher.run_batch, threading.Semaphore(0)
 
         def held_run(x):
+            running.release()
             release.wait(60)
             return real_run(x)
 
         batcher.run_batch = held_run
         with ThreadPoolExecutor(max_workers=4) as pool:
-            waiting = [pool.submit(c.post, "/classify", files=_files(png(random_rgb(i)))) for i in range(4)]
-            # generous: on a loaded 2-core machine four uploads took over 10 s to reach the queue
+            def post(i: int):
+                return pool.submit(c.post, "/classify", files=_files(png(random_rgb(i))))
+
+            # Two running first, then two queued: four sent at once can all reach the queue before either worker
+            # takes one (a loaded machine did that), and the queue of 2 then refuses the last two.
+            waiting = [post(0), post(1)]
+            assert running.acquire(timeout=60) and running.acquire(timeout=60), "the two workers did not start"
+            waiting += [post(2), post(3)]
+            # generous: on a loaded 2-core machine uploads took over 10 s to reach the queue
             deadline = time.monotonic() + 60
-            while batcher.depth < 2 and time.monotonic() < deadline:  # two running, two queued
+            while batcher.depth < 2 and time.monotonic() < deadline:
                 time.sleep(0.01)
             assert batcher.depth == 2
             r = c.post("/classify", files=_files(png(random_rgb(9))))
