@@ -436,3 +436,8 @@ done
 yes > /dev/null & yes > /dev/null &
 for i in $(seq 1 25); do .venv/bin/python -m pytest -q -p no:cacheprovider tests/deploy/test_scale_live.py -k rolling | tail -1; done
 kill %1 %2
+# The whole suite under the same load, for tests that only fail on a busy machine (round 14: the first run failed
+# test_full_queue_answers_503_with_retry_after, mended in f3a7a1e; the run after the mend passed):
+yes > /dev/null & yes > /dev/null &
+.venv/bin/python -m pytest -q -p no:cacheprovider
+kill %1 %2
