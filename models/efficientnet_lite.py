@@ -27,7 +27,7 @@ from torch import nn
 
 from ._base import Network, check_num_classes
 from ._registry import register_model
-from .layers import create_attn, global_avg
+from .layers import TaughtSpatialAttention, create_attn, global_avg, weighted_avg
 from .layers.activation_attention import attention_map
 
 __all__ = ["EfficientNetLite", "imagenet_state_dict"]
@@ -134,7 +134,9 @@ class EfficientNetLite(Network):
     def __init__(self, variant: str = "lite0", num_classes: int = 1000, drop_rate: float = 0.2,
                  drop_path_rate: float = 0.0, attn_layer=None, attn_stages: Sequence[int] = (2, 3, 4, 5, 6),
                  attn_kwargs: dict | None = None, head_attn_layer=None, head_dims: Sequence[int] = (),
-                 head_drop_rate: float = 0.25, embed_stages: Sequence[int] = (), feature_stages: Sequence[int] = ()):
+                 head_drop_rate: float = 0.25, embed_stages: Sequence[int] = (), feature_stages: Sequence[int] = (),
+                 pool_attn_stages: Sequence[int] = (), pool_attn_power: float = 8.0, pool_attn_hidden: int = 64,
+                 pool_attn_keep_mean: bool = False):
         super().__init__()
         if variant not in LITE_VARIANTS:
             raise ValueError(f"unknown EfficientNet-Lite variant {variant!r}; known: {', '.join(LITE_VARIANTS)}")
@@ -143,7 +145,8 @@ class EfficientNetLite(Network):
         attn_stages = tuple(int(s) for s in attn_stages)
         embed_stages = tuple(int(s) for s in embed_stages)
         feature_stages = tuple(sorted({int(s) for s in feature_stages}))
-        for s in attn_stages + embed_stages + feature_stages:
+        pool_attn_stages = tuple(sorted({int(s) for s in pool_attn_stages}))
+        for s in attn_stages + embed_stages + feature_stages + pool_attn_stages:
             if not 0 <= s < len(LITE_STAGES):
                 raise ValueError(f"stage index {s} out of range 0..{len(LITE_STAGES) - 1}")
         width, depth, size, _, _ = LITE_VARIANTS[variant]
@@ -152,6 +155,8 @@ class EfficientNetLite(Network):
         self.drop_rate = drop_rate
         self.embed_stages = embed_stages
         self.feature_stages = feature_stages
+        self.pool_attn_stages = pool_attn_stages
+        self.pool_attn_keep_mean = bool(pool_attn_keep_mean) and bool(pool_attn_stages)
 
         self._conv_stem = Conv2dSame(3, 32, 3, stride=2, bias=False)  # stem not scaled (Lite)
         self._bn0 = nn.BatchNorm2d(32, eps=BN_EPS, momentum=BN_MOMENTUM)
@@ -182,6 +187,14 @@ class EfficientNetLite(Network):
                                                  **attn_kwargs)
         self.head_attn = (create_attn(head_attn_layer, 1280, gate_layer=PassThroughGate, **attn_kwargs)
                           if head_attn_layer is not None else None)
+        # taught pooling attention: read from stages of one stride, it weights every pooled map (embed, features)
+        self.pool_attn = None
+        if pool_attn_stages:
+            strides = {math.prod(st[2] for st in LITE_STAGES[: s + 1]) for s in pool_attn_stages}
+            if len(strides) != 1:
+                raise ValueError(f"pool_attn_stages {pool_attn_stages} must share one stride, got {sorted(strides)}")
+            self.pool_attn = TaughtSpatialAttention(sum(self.stage_channels[s] for s in pool_attn_stages),
+                                                    hidden=pool_attn_hidden, power=pool_attn_power)
         zero_init_attention(self._attn)
         if self.head_attn is not None:
             zero_init_attention(self.head_attn)
@@ -213,11 +226,35 @@ class EfficientNetLite(Network):
         x = self.act(self._bn1(self._conv_head(last_stage)))
         return self.head_attn(x) if self.head_attn is not None else x
 
+    def pool_attn_input(self, x: torch.Tensor) -> torch.Tensor:
+        """The maps the taught pooling attention reads (pool_attn_stages, concatenated); only those stages run."""
+        return self._pool_attn_input(self._stages(x))
+
+    def _pool_attn_input(self, stages) -> torch.Tensor:
+        maps = {}
+        for stage, fmap in stages:
+            if stage in self.pool_attn_stages:
+                maps[stage] = fmap
+            if len(maps) == len(self.pool_attn_stages):
+                break
+        return torch.cat([maps[s] for s in self.pool_attn_stages], dim=1)
+
+    def _pool_weights(self, stages: dict[int, torch.Tensor]) -> torch.Tensor | None:
+        """(B, 1, h, w) weights of the taught pooling attention, None without one."""
+        return self.pool_attn(self._pool_attn_input(stages.items())) if self.pool_attn is not None else None
+
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The head conv's map; with feature_stages, those stages' maps average-pooled to its grid and
         concatenated before it, so that the head, and Grad-CAM through it, read mid-level texture too
         (it transfers across tissues better than the ImageNet-specific last layer alone)."""
         return self._features(dict(self._stages(x)))[0]
+
+    def pool_weights(self, x: torch.Tensor) -> torch.Tensor:
+        """The taught pooling attention's weights on the grid of features() (B, 1, h, w): with them, the
+        embedding's weighted blocks of the last map follow from features() alone (an adapter's Grad-CAM)."""
+        stages = dict(self._stages(x))
+        last = self._features(stages)[1]
+        return F.interpolate(self._pool_weights(stages), size=last.shape[-2:], mode="bilinear", align_corners=False)
 
     def _features(self, stages: dict[int, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """features() from the stage maps, and the head conv's map alone."""
@@ -255,13 +292,26 @@ class EfficientNetLite(Network):
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled last feature map; with embed_stages, the L2-normalised pooled maps of those stages
         and of the last feature map, concatenated (mid-level texture transfers across organs better
-        than the ImageNet-specific last layer alone)."""
+        than the ImageNet-specific last layer alone). With a taught pooling attention (pool_attn_stages)
+        every map is averaged with its weights instead of uniformly; with pool_attn_keep_mean the plain
+        means follow, the same blocks again (`embedding_parts` names the two halves)."""
         if not self.embed_stages:
             return global_avg(self.features(x))
-        stages = list(self._stages(x))
-        parts = [F.normalize(global_avg(fmap), dim=1) for stage, fmap in stages if stage in self.embed_stages]
-        parts.append(F.normalize(global_avg(self._head_conv(stages[-1][1])), dim=1))
-        return torch.cat(parts, dim=1)
+        stages = dict(self._stages(x))
+        maps = [fmap for stage, fmap in stages.items() if stage in self.embed_stages] + [self._features(stages)[1]]
+        weights = self._pool_weights(stages)
+        pooled = [global_avg(m) if weights is None else weighted_avg(m, weights) for m in maps]
+        if self.pool_attn_keep_mean:
+            pooled += [global_avg(m) for m in maps]
+        return torch.cat([F.normalize(p, dim=1) for p in pooled], dim=1)
+
+    def embedding_parts(self) -> dict[str, tuple[int, int]]:
+        """Named slices of embed()'s output that each stand as an embedding: the attention-weighted and the
+        plain halves when the network keeps both (/adapt chooses between them per support set), else {}."""
+        if not (self.pool_attn_keep_mean and self.embed_stages):
+            return {}
+        half = sum(self.stage_channels[s] for s in self.embed_stages) + 1280
+        return {"taught_attention": (0, half), "mean": (half, 2 * half)}
 
 
 def imagenet_state_dict(variant: str) -> dict[str, torch.Tensor]:

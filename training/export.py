@@ -65,6 +65,7 @@ class ClassifyGraph(nn.Module):
         self.temperature = float(temperature)
         self.task = task
         self.derived = _derives_from_features(model)
+        self.weighted = _pools_with_weights(model, task)
 
     def forward(self, image: torch.Tensor):
         features = self.model.features(image)
@@ -76,8 +77,14 @@ class ClassifyGraph(nn.Module):
             embedding = self.model.embed(image)
             logits = self.model(image) if self.task == "classification" else None
         if self.task == "embedding":
-            return embedding, features
+            return (embedding, features, self.model.pool_weights(image)) if self.weighted else (embedding, features)
         return torch.softmax(logits / self.temperature, dim=1), logits, embedding, features
+
+
+def _pools_with_weights(model: nn.Module, task: str) -> bool:
+    """True for an embedding network whose embedding pools `features` with weights (a taught pooling attention):
+    its bundle also outputs those weights."""
+    return task == "embedding" and getattr(model, "pool_attn", None) is not None
 
 
 def _derives_from_features(model: nn.Module) -> bool:
@@ -196,6 +203,7 @@ def export_bundle(model: nn.Module, store, name: str, *, classes: Sequence[str],
             for f in files or ():
                 shutil.copyfile(f, staged / Path(f).name)
             embedding_dim = manifest["graphs"]["classify"]["outputs"]["embedding"]["dims"][1]
+            parts = model.embedding_parts() if hasattr(model, "embedding_parts") else {}
             manifest = {
                 "format_version": FORMAT_VERSION,
                 "name": name,
@@ -210,6 +218,7 @@ def export_bundle(model: nn.Module, store, name: str, *, classes: Sequence[str],
                                   "mean": mean, "std": std},
                 "temperature": float(temperature),
                 "embedding": {"dim": int(embedding_dim), "distance": "squared_euclidean", "temperature": 1.0,
+                              **({"parts": {k: list(v) for k, v in parts.items()}} if parts else {}),
                               **dict(embedding or {})},
                 **({"pixel_size_um": pixel_size_um} if pixel_size_um is not None else {}),
                 **({"out_of_distribution": out_of_distribution} if out_of_distribution is not None else {}),
@@ -239,6 +248,9 @@ def _write_graphs(model: nn.Module, staged: Path, *, task: str, classes: list[st
         raise ValueError(f"the network has {logits.shape[1]} outputs but {len(classes)} classes were given")
 
     classify_outputs = {"embedding": _tensor_spec(embedding), "features": _tensor_spec(features)}
+    if _pools_with_weights(model, task):
+        with torch.no_grad():
+            classify_outputs["pool_weights"] = _tensor_spec(model.pool_weights(example))
     if logits is not None:
         classify_outputs = {"probabilities": _tensor_spec(logits), "logits": _tensor_spec(logits),
                             **classify_outputs}

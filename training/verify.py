@@ -113,6 +113,8 @@ def _parity(model, manifest: dict, images: np.ndarray, outs: dict, atol_probs: f
     try:
         with torch.no_grad():
             ref = {"features": model.features(x), "embedding": model.embed(x)}
+            if "pool_weights" in outs:
+                ref["pool_weights"] = model.pool_weights(x)
             if "logits" in outs:
                 ref["logits"] = model(x)
                 ref["probabilities"] = torch.softmax(ref["logits"] / temperature, dim=1)

@@ -7,9 +7,10 @@ from .helpers import reduced_channels
 from .lightweight import LightweightAttention
 from .pool import global_avg, global_max
 from .se import SEModule
+from .taught_attention import TaughtSpatialAttention, weighted_avg
 
 __all__ = [
     "ActivationAttention", "activation_map", "CBAM", "ChannelAttention", "SpatialAttention",
     "create_attn", "get_attn", "list_attn", "GatedAttention", "reduced_channels",
-    "LightweightAttention", "global_avg", "global_max", "SEModule",
+    "LightweightAttention", "global_avg", "global_max", "SEModule", "TaughtSpatialAttention", "weighted_avg",
 ]

@@ -88,6 +88,42 @@ def test_multi_stage_embedding_concatenates_normalised_stages():
         assert torch.allclose(part.norm(dim=1), torch.ones(2), atol=1e-5)
 
 
+def test_taught_pooling_attention_weights_every_pooled_map_and_can_keep_the_plain_means_beside():
+    from models.layers import weighted_avg
+
+    torch.manual_seed(0)
+    model = models.create_model("efficientnet_lite0", embed_stages=(2, 5), pool_attn_stages=(3, 4),
+                                pool_attn_power=2.0, pool_attn_keep_mean=True).eval()
+    model.load_state_dict(_wheel_or_skip("lite0"), strict=False)  # maps that vary over the photographs
+    x = torch.cat([_photo(skimage_data.astronaut(), 64), _photo(skimage_data.coffee(), 64)])
+    with torch.no_grad():
+        model.pool_attn.conv2.weight.normal_(0, 3.0)  # weights far from uniform, as a taught attention's are
+        e, f, w = model.embed(x), model.features(x), model.pool_weights(x)
+        stages = dict(model._stages(x))
+        weights = model.pool_attn(torch.cat([stages[3], stages[4]], dim=1))
+    assert weights.shape == (2, 1, 4, 4) and w.shape == (2, 1, 2, 2)  # stride 16, and the last map's grid
+    assert float(weights.std()) > 0.05  # far from a plain mean
+    unit = torch.nn.functional.normalize
+    half = 40 + 192 + 1280
+    assert model.embedding_parts() == {"taught_attention": (0, half), "mean": (half, 2 * half)}
+    assert e.shape == (2, 2 * half)
+    assert torch.allclose(e[:, :40], unit(weighted_avg(stages[2], weights), dim=1), atol=1e-6)
+    # the weighted last block follows from features() and pool_weights(): what an adapter's Grad-CAM needs
+    assert torch.allclose(e[:, 232:half], unit(weighted_avg(f, w), dim=1), atol=1e-5)
+    assert torch.allclose(e[:, half:half + 40], unit(stages[2].mean(dim=(2, 3)), dim=1), atol=1e-6)
+    assert torch.allclose(e[:, half + 232:], unit(f.mean(dim=(2, 3)), dim=1), atol=1e-6)
+    alone = models.create_model("efficientnet_lite0", embed_stages=(2, 5), pool_attn_stages=(3, 4),
+                                pool_attn_power=2.0).eval()
+    alone.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        assert torch.equal(alone.embed(x), e[:, :half]) and alone.embedding_parts() == {}
+
+
+def test_pooling_attention_stages_must_share_a_stride():
+    with pytest.raises(ValueError, match="one stride"):
+        models.create_model("efficientnet_lite0", pool_attn_stages=(2, 3))
+
+
 def test_feature_stages_put_pooled_mid_level_maps_beside_the_last():
     plain = models.create_model("efficientnet_lite0", num_classes=3).eval()
     multi = models.create_model("efficientnet_lite0", num_classes=3, feature_stages=(5, 4)).eval()

@@ -159,3 +159,38 @@ def test_channel_attention_shares_one_mlp_over_avg_and_max(x):
     mlp = nn.Sequential(module.fc1, module.act, module.fc2)
     avg, mx = x.mean((2, 3), keepdim=True), x.amax((2, 3), keepdim=True)
     assert torch.allclose(module.attention(x), torch.sigmoid(mlp(avg) + mlp(mx)), atol=1e-6)
+
+
+def test_weighted_avg_is_the_weighted_mean_and_uniform_weights_give_the_plain_mean(x):
+    from models.layers import weighted_avg
+
+    w = torch.rand(x.shape[0], 1, *x.shape[-2:])
+    expected = (x * w).sum(dim=(2, 3)) / w.sum(dim=(2, 3))
+    assert torch.allclose(weighted_avg(x, w), expected, atol=1e-6)
+    assert torch.allclose(weighted_avg(x, torch.ones(x.shape[0], 1, 2, 2)), global_avg(x), atol=1e-6)
+
+
+def test_weighted_avg_resizes_the_weights_to_each_map():
+    from models.layers import weighted_avg
+
+    x = torch.randn(2, 4, 8, 8)
+    w = torch.zeros(2, 1, 4, 4)
+    w[:, :, :2] = 1.0  # the upper half only
+    half = weighted_avg(x, w)
+    # bilinear upsampling keeps rows 0-2 at weight 1, row 3 at 0.75, row 4 at 0.25 and the rest at 0
+    rows = torch.tensor([1, 1, 1, 0.75, 0.25, 0, 0, 0]).view(1, 1, 8, 1)
+    expected = (x * rows).sum(dim=(2, 3)) / (rows.sum() * 8)
+    assert torch.allclose(half, expected, atol=1e-6)
+
+
+def test_taught_attention_weights_are_the_sharpened_sigmoid_of_its_logits():
+    from models.layers import TaughtSpatialAttention
+
+    torch.manual_seed(0)
+    attn = TaughtSpatialAttention(6, hidden=4, power=3.0).eval()
+    maps = torch.randn(2, 6, 5, 5)
+    weights = attn(maps)
+    assert weights.shape == (2, 1, 5, 5) and bool(((weights > 0) & (weights <= 1)).all())
+    assert torch.allclose(weights, torch.sigmoid(attn.logits(maps)) ** 3, atol=1e-7)
+    with pytest.raises(ValueError, match="power"):
+        TaughtSpatialAttention(6, power=0)

@@ -27,6 +27,8 @@ class ImageBank:
     groups: list[str]          # patient or specimen
     classes: list[str]
     description: dict          # what was read, for the run's record
+    masks: torch.Tensor | None = None  # (N, 1, S, S) uint8 {0, 1}, with the split's masks
+    has_mask: torch.Tensor | None = None  # (N,) bool: False where an image has no mask
 
     def sampler(self, n_way: int, k_shot: int, q_query: int, seed: int) -> EpisodeSampler:
         return EpisodeSampler(self.labels, self.groups, range(len(self.classes)), n_way, k_shot, q_query,
@@ -50,11 +52,18 @@ class ImageBank:
 
 
 def load_bank(split: DataSplit, size: int, root=None) -> ImageBank:
-    """Scan the split's dataset folder for its classes and decode every image at `size`."""
-    root = (root or data_dir()) / split.dataset
-    folder = scan_image_folder(root, classes=list(split.classes))
+    """Scan the split's dataset folder for its classes and decode every image (and mask) at `size`."""
+    base = root or data_dir()
+    root = base / split.dataset
+    folder = scan_image_folder(root, classes=list(split.classes),
+                               mask_root=base / split.masks if split.masks else None)
     cache = ImageCache(size)
     images = np.stack([cache.get(s.path) for s in folder.samples]).transpose(0, 3, 1, 2)
+    masks = has_mask = None
+    if split.masks:
+        has_mask = torch.tensor([s.mask_path is not None for s in folder.samples])
+        masks = torch.from_numpy(np.stack([cache.get(s.mask_path, "mask") if s.mask_path else
+                                           np.zeros((size, size), np.uint8) for s in folder.samples])[:, None])
     report = folder.report()
     return ImageBank(
         images=torch.from_numpy(np.ascontiguousarray(images)),
@@ -63,5 +72,7 @@ def load_bank(split: DataSplit, size: int, root=None) -> ImageBank:
         classes=list(folder.classes),
         description={"name": split.name, "dataset": split.dataset, "root": str(root),
                      "group_pattern": report["group_pattern"], "images": report["images"],
-                     "groups": report["groups"], "per_class": report["per_class"]},
+                     "groups": report["groups"], "per_class": report["per_class"],
+                     **({"masks": split.masks, "missing_masks": report["missing_masks_count"]} if split.masks else {})},
+        masks=masks, has_mask=has_mask,
     )

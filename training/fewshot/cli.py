@@ -41,6 +41,8 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--store", default="model_store")
     p.add_argument("--name", required=True)
     p.add_argument("--version", type=int, default=None)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="export-time override that keeps the weights, e.g. backbone_args.pool_attn_keep_mean=true")
     p.set_defaults(func=_export)
 
 
@@ -82,7 +84,7 @@ def _evaluate(args) -> int:
 def _export(args) -> int:
     from .export import export_embedding
 
-    print(export_embedding(args.run, args.store, args.name, version=args.version))
+    print(export_embedding(args.run, args.store, args.name, version=args.version, overrides=args.set))
     return 0
 
 

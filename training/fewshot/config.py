@@ -20,6 +20,8 @@ class DataSplit:
     dataset: str                   # folder under the data dir, e.g. "breakhis_200x"
     classes: list[str]             # the classes episodes are drawn from
     q_query: int = 15              # queries per class (BreakHis phyllodes has 14 images: 5 + 9)
+    masks: str | None = None       # folder under the data dir with expert masks of these images (same class and
+                                   # file names), e.g. "ebhi_seg_masks": they teach a taught pooling attention
 
 
 @dataclass
@@ -44,6 +46,9 @@ class FewShotConfig:
     augment: bool = True                    # flips and 90-degree rotations of training images
     trainable: list[str] = field(default_factory=list)  # backbone parameter-name prefixes to meta-train (empty: all)
     freeze_bn: bool = False                 # the backbone's BatchNorm keeps its (pretrained) statistics while meta-training
+    attention_epochs: int = 0               # epochs teaching the backbone's pool attention from the train splits'
+                                            # masks, before meta-training (backbone_args.pool_attn_stages)
+    attention_lr: float = 1e-3              # Adam, for the pool attention alone
     cpu_bf16: bool = False                  # bfloat16 autocast while meta-training, on CPUs that compute it natively
     channels_last: bool = False             # NHWC batches (faster oneDNN convolutions)
     eval_shots: list[int] = field(default_factory=lambda: [1, 5])
@@ -71,6 +76,10 @@ class FewShotConfig:
     def validate(self) -> None:
         if not self.train:
             raise ValueError("the config needs a 'train' split (dataset and meta-training classes), or a list of them")
+        taught = bool(self.backbone_args.get("pool_attn_stages"))
+        if taught != (self.attention_epochs > 0) or (taught and not any(t.masks for t in self.train)):
+            raise ValueError("a taught pooling attention (backbone_args.pool_attn_stages) needs attention_epochs > 0 "
+                             "and a train split with masks, and attention_epochs needs the attention")
         for t in self.tests:
             for split in self.train:
                 shared = sorted(set(t.classes) & set(split.classes))

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .attention import attention_iou
 from .bank import ImageBank, load_bank
 from .build import load_checkpoint, normalisation
 from .methods import FewShotMethod
@@ -84,9 +85,12 @@ def evaluate_run(run_dir, shots=None, episodes: int | None = None, device: str =
     unknown = sorted(set(tests or []) - {t.name for t in cfg.tests})
     if unknown:
         raise ValueError(f"test sets {unknown} are not in the run's config: {[t.name for t in cfg.tests]}")
-    results = []
+    results, attention = [], {}
     for test in [t for t in cfg.tests if not tests or t.name in tests]:
         bank = (banks or {}).get(test.name) or load_bank(test, cfg.image_size)
+        if bank.masks is not None and getattr(method.backbone, "pool_attn", None) is not None:
+            # the test classes' masks only score the taught attention; no prediction reads them
+            attention[test.name] = attention_iou(method.backbone, bank, mean, std)
         for k in shots:
             r = evaluate_method(method, bank, cfg.n_way, k, test.q_query, episodes, mean=mean, std=std,
                                 device=device)
@@ -96,7 +100,8 @@ def evaluate_run(run_dir, shots=None, episodes: int | None = None, device: str =
                   flush=True)
     report = {"run": str(run), "name": cfg.name + label, "overrides": list(overrides or []), "method": cfg.method, "backbone": cfg.backbone,
               "backbone_args": cfg.backbone_args, "method_args": cfg.method_args,
-              "train": ckpt.get("train_data"), "train_seconds": ckpt.get("train_seconds"), "results": results}
+              "train": ckpt.get("train_data"), "train_seconds": ckpt.get("train_seconds"), "results": results,
+              **({"pool_attention": {"train": ckpt.get("pool_attention"), "tests": attention}} if attention else {})}
     stem = eval_stem(label)
     (run / f"{stem}.json").write_text(json.dumps(report, indent=2))
     (run / f"{stem}.md").write_text(markdown_table([report]))

@@ -24,19 +24,35 @@ PROTOTYPE_METHODS = {"protonet", "dual_attention"}
 
 def _embedding_description(cfg) -> dict:
     """What the `embedding` output is: the mean of the last feature map, or (a backbone with
-    `embed_stages`) the L2-normalised means of those stages and of the last map, concatenated."""
+    `embed_stages`) the L2-normalised means of those stages and of the last map, concatenated; with a
+    taught pooling attention (`pool_attn_stages`), means weighted by it."""
     stages = list(cfg.backbone_args.get("embed_stages") or [])
+    taught = list(cfg.backbone_args.get("pool_attn_stages") or [])
     if not stages:
         return {"stages": ["features"], "pooling": "mean",
                 "description": f"spatial mean of the {cfg.backbone} backbone's last feature map"}
-    return {"stages": [f"stage{s}" for s in stages] + ["features"], "pooling": "l2_mean+concat",
-            "description": f"{cfg.backbone}: spatial means of stages {stages} and of the last feature map, "
-                           "each L2-normalised, concatenated in that order (the last block is `features`)"}
+    if not taught:
+        return {"stages": [f"stage{s}" for s in stages] + ["features"], "pooling": "l2_mean+concat",
+                "description": f"{cfg.backbone}: spatial means of stages {stages} and of the last feature map, "
+                               "each L2-normalised, concatenated in that order (the last block is `features`)"}
+    masks = sorted({f"{t.masks} {t.classes}" for t in cfg.train if t.masks})
+    return {"stages": [f"stage{s}" for s in stages] + ["features"], "pooling": "taught_attention_l2_mean+concat",
+            "description": f"{cfg.backbone}: means of stages {stages} and of the last feature map weighted by a "
+                           f"spatial attention on stages {taught} (sigmoid ** "
+                           f"{cfg.backbone_args.get('pool_attn_power', 8.0)}) taught by the masks of "
+                           f"{'; '.join(masks)}, each L2-normalised, concatenated in that order"
+                           + ("; then the plain spatial means of the same maps, the same way (embedding.parts names "
+                              "the two halves; /adapt chooses per support set)"
+                              if cfg.backbone_args.get("pool_attn_keep_mean") else "")
+                           + "; pool_weights are the attention's weights on the grid of `features`"}
 
 
-def export_embedding(run_dir, store, name: str, version: int | None = None) -> Path:
+def export_embedding(run_dir, store, name: str, version: int | None = None, overrides: list[str] | None = None
+                     ) -> Path:
+    """`overrides` change what does not change the weights, e.g. `backbone_args.pool_attn_keep_mean=true` (the
+    plain means beside the taught attention's, for /adapt to choose from); the run's metrics stay the run's."""
     run = Path(run_dir)
-    method, cfg, ckpt = load_checkpoint(run / "checkpoint.pt")
+    method, cfg, ckpt = load_checkpoint(run / "checkpoint.pt", overrides=overrides)
     if cfg.method not in PROTOTYPE_METHODS:
         raise ValueError(f"a {cfg.method!r} run has no prototype embedding to serve; export one of "
                          f"{sorted(PROTOTYPE_METHODS)}")
@@ -47,6 +63,9 @@ def export_embedding(run_dir, store, name: str, version: int | None = None) -> P
         report = json.loads(eval_file.read_text())
         metrics["fewshot"] = {f"{r['test']}_{r['n_way']}way_{r['k_shot']}shot": {
             "accuracy": r["accuracy"], "ci95": r["ci95"], "episodes": r["episodes"]} for r in report["results"]}
+        if taught := report.get("pool_attention"):  # IoU of the attention's region against the experts' masks
+            metrics["pool_attention_iou"] = {"train": (taught.get("train") or {}).get("train_iou"),
+                                             **{name: t["iou"] for name, t in taught["tests"].items()}}
     classes = [c for split in cfg.train for c in split.classes]
     train_data = ckpt.get("train_data") or []
     # a machine's path is left out: `dataset` names the folder under the data directory
@@ -56,12 +75,14 @@ def export_embedding(run_dir, store, name: str, version: int | None = None) -> P
         net, store, name, classes=classes, task="embedding",
         input_size=(cfg.image_size, cfg.image_size), mean=ckpt.get("mean"), std=ckpt.get("std"),
         metrics=metrics, version=version,
-        model_args={**dict(ckpt.get("model_args") or cfg.backbone_args), "num_classes": len(classes)},
+        model_args={**dict(ckpt.get("model_args") or {}), **cfg.backbone_args, "num_classes": len(classes)},
         embedding=_embedding_description(cfg),
         extra_manifest={
-            "recipe": f"few-shot {cfg.method} on {cfg.backbone} {cfg.backbone_args}, meta-trained "
-                      f"{cfg.episodes} episodes {cfg.n_way}-way {cfg.k_shot}-shot on "
-                      + "; ".join(f"{split.dataset} {split.classes}" for split in cfg.train),
+            "recipe": f"few-shot {cfg.method} on {cfg.backbone} {cfg.backbone_args}, "
+                      + (f"pooling attention taught {cfg.attention_epochs} epochs, " if cfg.attention_epochs else "")
+                      + f"meta-trained {cfg.episodes} episodes {cfg.n_way}-way {cfg.k_shot}-shot on "
+                      + "; ".join(f"{split.dataset} {split.classes}" for split in cfg.train)
+                      + (f"; exported with {list(overrides)} (metrics.fewshot: the run as trained)" if overrides else ""),
             "training": cfg.to_dict(),
             "split": {"description": "meta-train classes vs unseen test classes (class-disjoint); "
                                      "episodes keep patients/specimens apart where a class has several",

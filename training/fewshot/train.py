@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import torch
 from training.distributed import World, average_gradients, init_world, shutdown
 from training.engine import autocast, set_train_mode
 
+from .attention import teach_pool_attention
 from .bank import load_bank
 from .build import build_method, normalisation, save_checkpoint
 from .config import FewShotConfig
@@ -76,6 +78,11 @@ def _meta_train(cfg: FewShotConfig, out: Path, banks, resume: bool, world: World
     if cfg.channels_last:
         method = method.to(memory_format=torch.channels_last)
     mean, std = normalisation(method)
+    taught = None
+    if cfg.attention_epochs:
+        # the pooling attention learns where the labelled region is before any episode, with the backbone frozen
+        taught = teach_pool_attention(method.backbone, banks, mean, std, epochs=cfg.attention_epochs,
+                                      lr=cfg.attention_lr, seed=cfg.seed, log=sys.stdout if world.is_main else None)
     opt = torch.optim.Adam([p for p in method.parameters() if p.requires_grad], lr=cfg.lr,
                            weight_decay=cfg.weight_decay)
     rng = np.random.default_rng(cfg.seed + world.rank)  # each rank its own augmentation draws
@@ -89,6 +96,8 @@ def _meta_train(cfg: FewShotConfig, out: Path, banks, resume: bool, world: World
     if main:
         (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
     log = open(out / "log.jsonl", "a" if first_step else "w") if main else None
+    if main and taught and not first_step:
+        log.write(json.dumps({"episode": 0, "pool_attention": taught}) + "\n")
     start, losses, accs = time.time() - elapsed, [], []
     # freeze_bn keeps the backbone's pretrained statistics; a method's own new modules (the relation module's
     # BatchNorms) have none to keep and learn theirs
@@ -124,6 +133,6 @@ def _meta_train(cfg: FewShotConfig, out: Path, banks, resume: bool, world: World
             "train_data": [bank.description for bank in banks],
             "shared_group_classes": sorted({c for _, sampler in tasks for c in sampler.shared_group_classes}),
             "train_seconds": round(time.time() - start, 1), "mean": list(mean), "std": list(std),
-            "world_size": world.size})
+            "world_size": world.size, **({"pool_attention": taught} if taught else {})})
         log.close()
     return out / "checkpoint.pt"
