@@ -3,12 +3,16 @@ and of glass and blur. In-process (the service's own imaging, ONNX Runtime sessi
 HTTP: every image is embedded once, then episodes are numpy.
 
     python -m bench.adapter_oos [--model model_store/ebhi_fewshot_dual_attention/1] [--episodes 50]
+        [--task ebhi_unseen|breakhis_subtypes]
 
-Episodes: 3-way K-shot on EBHI-Seg's classes the default embedding never saw (high-grade IN, normal,
-serrated adenoma), support and queries from different specimens. Query kinds: own (other specimens of
-the adapter's classes), ebhi_other (EBHI's other classes: same organ, other diagnosis), breakhis (breast
-tissue: another organ and lab), glass (near-white images with sensor noise), blur (own queries under a
-Gaussian blur of radius 8 px at 224 px scale). Prints one JSON line per shot count: the query accuracy of
+Episodes (`--task ebhi_unseen`, the default): 3-way K-shot on EBHI-Seg's classes the default embedding never
+saw (high-grade IN, normal, serrated adenoma), support and queries from different specimens. Query kinds: own
+(other specimens of the adapter's classes), ebhi_other (EBHI's other classes: same organ, other diagnosis),
+breakhis (breast tissue: another organ and lab), glass (near-white images with sensor noise), blur (own
+queries under a Gaussian blur of radius 8 px at 224 px scale). `--task breakhis_subtypes`: 5-way on the
+BreakHis subtypes with several patients (ductal, fibroadenoma, mucinous, papillary, tubular adenoma), support
+and queries from different patients (numeric root of the id): another organ than the embedding was taught on;
+its kinds are own, breakhis_other (adenosis, lobular carcinoma, phyllodes tumour), ebhi, glass and blur. Prints one JSON line per shot count: the query accuracy of
 the head /adapt chooses (auto) and of each head forced, and the flag rates. `--augment dihedral` builds
 the adapters as /adapt does with `augment=dihedral`: each support image's 8 rotations/flips as shots;
 `--tta dihedral` classifies each query as /classify does with an adapter and `tta=dihedral`: the mean of the
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -33,10 +38,23 @@ from service.store import load_bundle
 
 UNSEEN = ("high_grade_in", "normal", "serrated_adenoma")
 OTHER = ("adenocarcinoma", "low_grade_in", "polyp")
+SUBTYPES = ("ductal_carcinoma", "fibroadenoma", "mucinous_carcinoma", "papillary_carcinoma", "tubular_adenoma")
+SINGLE_PATIENT = ("adenosis", "lobular_carcinoma", "phyllodes_tumor")
 
 
 def _specimen(path: Path) -> str:
     return path.name.split("-", 1)[0]
+
+
+def _patient(path: Path) -> str:
+    """BreakHis: the numeric root of the patient id (18842 and 18842D may be one person)."""
+    return re.sub(r"\D+$", "", path.name.split("_")[1])
+
+
+# task -> (dataset, the adapter's classes, group of a file, same-organ other classes' kind and classes, other organ)
+TASKS = {"ebhi_unseen": ("ebhi_seg", UNSEEN, _specimen, ("ebhi_other", OTHER), ("breakhis", "breakhis_200x")),
+         "breakhis_subtypes": ("breakhis_200x", SUBTYPES, _patient, ("breakhis_other", SINGLE_PATIENT),
+                               ("ebhi", "ebhi_seg"))}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--episodes", type=int, default=50)
     p.add_argument("--per-class", type=int, default=60, help="images read per class (sorted, spread over specimens)")
     p.add_argument("--shots", type=int, nargs="+", default=[1, 5])
+    p.add_argument("--task", choices=sorted(TASKS), default="ebhi_unseen", help="which classes the adapters learn")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--augment", choices=("none", "dihedral"), default="none", help="support views, as /adapt's")
     p.add_argument("--tta", choices=("none", "dihedral"), default="none",
@@ -69,8 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         paths = sorted(folder.glob("*.png"))
         return [paths[i] for i in np.linspace(0, len(paths) - 1, min(n, len(paths))).astype(int)]
 
-    ebhi, breakhis = args.data / "ebhi_seg", args.data / "breakhis_200x"
-    own_paths = {c: pick(ebhi / c, args.per_class) for c in UNSEEN}
+    dataset, classes, group_of, (same_organ, same_organ_classes), (other_organ, other_dataset) = TASKS[args.task]
+    own_paths = {c: pick(args.data / dataset / c, args.per_class) for c in classes}
     own = {c: embed(read(ps)) for c, ps in own_paths.items()}
     views = DIHEDRAL if args.augment == "dihedral" else (None,)
     # (images, 8, D): every dihedral view of every image of the unseen classes, when support or queries use them
@@ -80,31 +99,32 @@ def main(argv: list[str] | None = None) -> int:
     query_views = {c: dihedral[c] if args.tta == "dihedral" else own[c][:, None] for c in own_paths}
     blur = {c: embed([img.filter(ImageFilter.GaussianBlur(8 * img.width / 224)) for img in read(ps)])
             for c, ps in own_paths.items()}
-    other = np.concatenate([embed(read(pick(ebhi / c, args.per_class))) for c in OTHER])
-    breast = np.concatenate([embed(read(pick(d, 20))) for d in sorted(breakhis.iterdir()) if d.is_dir()])
+    other = np.concatenate([embed(read(pick(args.data / dataset / c, args.per_class))) for c in same_organ_classes])
+    organ = np.concatenate([embed(read(pick(d, 20))) for d in sorted((args.data / other_dataset).iterdir())
+                            if d.is_dir()])
     glass = embed([Image.fromarray(np.clip(235 + rng.normal(0, 6, (224, 224, 3)), 0, 255).astype(np.uint8))
                    for _ in range(40)])
-    print(f"embedded: own {sum(len(v) for v in own.values())}, ebhi_other {len(other)}, breakhis {len(breast)}, "
-          f"glass {len(glass)}", file=sys.stderr)
+    print(f"embedded: own {sum(len(v) for v in own.values())}, {same_organ} {len(other)}, {other_organ} "
+          f"{len(organ)}, glass {len(glass)}", file=sys.stderr)
 
     for shots in args.shots:
-        rates: dict[str, list[float]] = {k: [] for k in ("own", "ebhi_other", "breakhis", "glass", "blur")}
-        accuracy, heads = [], {}
+        rates: dict[str, list[float]] = {k: [] for k in ("own", same_organ, other_organ, "glass", "blur")}
+        accuracy, heads, parts, by_part = [], {}, {}, {}
         by_head: dict[str, list[float]] = {h: [] for h in HEADS}  # each head forced: what choosing adds
         for _ in range(args.episodes):
             support, labels, groups, queries, query_sets, truth, blurred = [], [], [], [], [], [], []
-            for c in UNSEEN:
-                specimens = sorted({_specimen(q) for q in own_paths[c]})
+            for c in classes:
+                specimens = sorted({group_of(q) for q in own_paths[c]})
                 order = rng.permutation(len(specimens))
                 used: set[str] = set()
                 idx: list[int] = []
                 for j in order:  # whole specimens into the support until it has its shots
-                    rows = [i for i, q in enumerate(own_paths[c]) if _specimen(q) == specimens[j]]
+                    rows = [i for i, q in enumerate(own_paths[c]) if group_of(q) == specimens[j]]
                     idx += rows[: shots - len(idx)]
                     used.add(specimens[j])
                     if len(idx) >= shots:
                         break
-                rest = [i for i, q in enumerate(own_paths[c]) if _specimen(q) not in used]
+                rest = [i for i, q in enumerate(own_paths[c]) if group_of(q) not in used]
                 support.append(own_views[c][idx].reshape(len(idx) * len(views), -1))
                 groups += [len(groups) // len(views) + g for g in range(len(idx)) for _ in views]
                 labels += [c] * (len(idx) * len(views))
@@ -117,22 +137,38 @@ def main(argv: list[str] | None = None) -> int:
             for head in ("auto", *HEADS):
                 fitted = new_adapter(name=None, model=bundle.name, version=bundle.version, embeddings=support_emb,
                                      labels=labels, groups=groups, head=head, distance=bundle.embedding_distance,
-                                     temperature=bundle.embedding_temperature,
+                                     temperature=bundle.embedding_temperature, parts=bundle.embedding_parts,
                                      augmentation=None if args.augment == "none" else args.augment)
                 probs = fitted.classify(q_views.reshape(-1, q_views.shape[-1])).reshape(*q_views.shape[:2], -1)
                 predicted = np.asarray(fitted.classes)[probs.mean(axis=1).argmax(1)]
                 (accuracy if head == "auto" else by_head[head]).append(float((predicted == np.asarray(truth)).mean()))
                 if head == "auto":
+                    for name, span in {**bundle.embedding_parts, "whole": None}.items() if bundle.embedding_parts \
+                            else ():  # each part forced, as if it were the whole embedding: what choosing adds
+                        cut = slice(*span) if span else slice(None)
+                        alone = new_adapter(name=None, model=bundle.name, version=bundle.version,
+                                            embeddings=support_emb[:, cut], labels=labels, groups=groups,
+                                            distance=bundle.embedding_distance,
+                                            temperature=bundle.embedding_temperature)
+                        p_alone = alone.classify(q_views[..., cut].reshape(-1, q_views[..., cut].shape[-1]))
+                        guess = np.asarray(alone.classes)[p_alone.reshape(*q_views.shape[:2], -1).mean(axis=1).argmax(1)]
+                        by_part.setdefault(name, []).append(float((guess == np.asarray(truth)).mean()))
                     adapter = fitted
                     heads[adapter.head] = heads.get(adapter.head, 0) + 1
-            for kind, emb in (("own", q), ("ebhi_other", other), ("breakhis", breast), ("glass", glass),
+                    part = adapter.embedding_part or "whole"
+                    parts[part] = parts.get(part, 0) + 1
+            for kind, emb in (("own", q), (same_organ, other), (other_organ, organ), ("glass", glass),
                               ("blur", np.concatenate(blurred))):
                 flags, _ = adapter.outside(emb)
                 rates[kind].append(float(np.mean(flags)))
-        print(json.dumps({"bundle": bundle.ref, "way": 3, "shots": shots, "episodes": args.episodes,
+        print(json.dumps({"bundle": bundle.ref, "task": args.task, "way": len(classes), "shots": shots,
+                          "episodes": args.episodes,
                           **({"augment": args.augment} if args.augment != "none" else {}),
                           **({"tta": args.tta} if args.tta != "none" else {}),
                           "accuracy": round(float(np.mean(accuracy)), 3), "heads": heads,
+                          **({"embedding_parts": parts, "accuracy_by_part": {
+                              k: round(float(np.mean(v)), 3) for k, v in by_part.items()}} if bundle.embedding_parts
+                             else {}),
                           "accuracy_by_head": {h: round(float(np.mean(v)), 3) for h, v in by_head.items()},
                           "flagged": {k: round(float(np.mean(v)), 3) for k, v in rates.items()}}))
     return 0

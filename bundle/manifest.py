@@ -41,12 +41,16 @@ class Task:
     graphs: tuple[str, ...]
     required: tuple[str, ...]
     min_classes: int
+    optional_outputs: tuple[str, ...] = ()  # classify outputs a bundle of the task may add
 
 
 TASKS: dict[str, Task] = {
     "classification": Task(("probabilities", "logits", "embedding", "features"), ("classify", "gradcam"),
                            ("classify",), min_classes=2),
-    "embedding": Task(("embedding", "features"), ("classify",), ("classify",), min_classes=1),
+    # pool_weights (batch, 1, h, w): the weights some blocks of the embedding pooled `features` with (sum-normalised
+    # per image by the reader), so that an adapter's Grad-CAM differentiates through those blocks too
+    "embedding": Task(("embedding", "features"), ("classify",), ("classify",), min_classes=1,
+                      optional_outputs=("pool_weights",)),
 }
 
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
@@ -189,6 +193,15 @@ class Embedding(_Model):
     stages: list[str] | None = None  # layers pooled into it, in order (one: the last feature map)
     pooling: str | None = None  # e.g. "mean" or "mean+concat"
     description: str | None = None
+    # named [start, stop) slices that each stand as an embedding; /adapt chooses one per support set
+    parts: dict[str, Annotated[list[StrictInt], Field(min_length=2, max_length=2)]] | None = None
+
+    @model_validator(mode="after")
+    def _parts(self) -> Embedding:
+        for name, (start, stop) in (self.parts or {}).items():
+            if not 0 <= start < stop or (self.dim is not None and stop > self.dim):
+                raise ValueError(f"embedding.parts.{name} [{start}, {stop}) is not a slice of a {self.dim}-value embedding")
+        return self
 
 
 class PixelSize(_Model):
@@ -307,9 +320,10 @@ def check_contract(m: Manifest) -> None:
     if list(classify.inputs) != ["image"] or classify.inputs["image"].dims != [-1, *m.input.dims]:
         raise ValueError(f"graphs.classify.inputs must be exactly image [-1, {', '.join(map(str, m.input.dims))}]")
     outputs = classify.outputs
-    if sorted(outputs) != sorted(task.classify_outputs):
-        raise ValueError(f"graphs.classify.outputs for task {m.task!r} must be {list(task.classify_outputs)}, "
-                         f"got {sorted(outputs)}")
+    if sorted(set(outputs) - set(task.optional_outputs)) != sorted(task.classify_outputs):
+        optional = f" (and optionally {list(task.optional_outputs)})" if task.optional_outputs else ""
+        raise ValueError(f"graphs.classify.outputs for task {m.task!r} must be {list(task.classify_outputs)}"
+                         f"{optional}, got {sorted(outputs)}")
     if m.task == "classification":
         for out in ("probabilities", "logits"):
             if outputs[out].dims != [-1, len(m.classes)]:
@@ -319,6 +333,8 @@ def check_contract(m: Manifest) -> None:
         raise ValueError("features must be [batch, C, h, w] and embedding [batch, D]")
     if m.embedding.dim is not None and outputs["embedding"].dims[1] not in (-1, m.embedding.dim):
         raise ValueError(f"embedding.dim {m.embedding.dim} differs from the embedding output {outputs['embedding'].dims}")
+    if "pool_weights" in outputs and outputs["pool_weights"].dims != [features[0], 1, *features[2:]]:
+        raise ValueError(f"pool_weights dims {outputs['pool_weights'].dims} are not [batch, 1, h, w] of features {features}")
     if "gradcam" in m.graphs:
         cam = m.graphs["gradcam"]
         if sorted(cam.inputs) != sorted(GRADCAM_INPUTS) or list(cam.outputs) != list(GRADCAM_OUTPUTS):

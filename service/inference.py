@@ -17,7 +17,7 @@ from PIL import Image
 from bundle import ood
 
 from .adapters import Adapter
-from .adapters.heads import embedding_part, feature_gradient
+from .adapters.heads import embedding_blocks, feature_gradient
 from .adapters.heads import gradcam as head_gradcam
 from .errors import ServiceError
 from .imaging import decode_image, encode_png, input_pixels, preprocess, rescale_to_model
@@ -205,9 +205,11 @@ def adapter_model(registry: ModelRegistry, adapter: Adapter) -> LoadedModel:
                            f"{adapter.bundle_sha256[:12]}..., loaded {str(sha)[:12]}...); build it again",
                            {"bundle": ref, "adapter_sha256": adapter.bundle_sha256, "loaded_sha256": sha})
     dim = loaded.bundle.graphs["classify"]["outputs"].get("embedding", {}).get("dims", [0, -1])[-1]
-    if dim >= 0 and dim != adapter.scorer.dim:
+    span = adapter.embedding_slice or [0, dim]
+    if dim >= 0 and (span[1] > dim or span[1] - span[0] != adapter.scorer.dim):
         raise ServiceError(422, "bundle_mismatch", f"adapter {adapter.id} holds {adapter.scorer.dim}-dimensional "
-                           f"classes but {ref} embeds in {dim} dimensions; build it again", {"bundle": ref})
+                           f"classes (embedding[{span[0]}:{span[1]}]) but {ref} embeds in {dim} dimensions; build it "
+                           "again", {"bundle": ref})
     return loaded
 
 
@@ -226,9 +228,10 @@ async def adapter_gradcam(model: LoadedModel, adapter: Adapter, image: Image.Ima
     """Grad-CAM of the adapter's class score with respect to model.onnx's last feature map, in numpy.
 
     The head's score gradient with respect to the embedding has a closed form (heads.Head.logit_gradient);
-    where the embedding, or a block of it, is the spatial mean of `features` (or its L2-normalised mean),
-    the gradient with respect to every position of the feature map follows from it. A block from other
-    stages of a multi-stage embedding is held fixed, and the answer says so."""
+    through every block of the embedding that pools `features` (its spatial mean, L2-normalised or not, or
+    its mean weighted by the bundle's `pool_weights`) the gradient with respect to every position of the
+    feature map follows from it. Blocks from other stages of a multi-stage embedding are held fixed, and the
+    answer says so."""
     bundle = model.bundle
     if "features" not in bundle.graphs["classify"]["outputs"]:
         raise ServiceError(422, "gradcam_unavailable", f"{bundle.ref} has no features output to explain")
@@ -237,26 +240,34 @@ async def adapter_gradcam(model: LoadedModel, adapter: Adapter, image: Image.Ima
                            {"valid_targets": adapter.classes})
     (out,) = await model.infer(await tensors(model, [image]))
     embedding, features = out["embedding"], out["features"]
-    part = embedding_part(embedding, features)
-    if part is None:
+    weights = out["pool_weights"][0] if "pool_weights" in out else None
+    start, stop = adapter.embedding_slice or (0, embedding.shape[0])
+    blocks = [b for b in embedding_blocks(embedding, features, weights) if start <= b[0] and b[1] <= stop]
+    if not blocks:
         raise ServiceError(422, "gradcam_unavailable",
-                           f"the embedding of {bundle.ref} is neither the spatial mean of its last feature map nor "
-                           "contains it as a block (plain or L2-normalised), so its gradient with respect to that "
-                           "map has no closed form here")
+                           f"no block of the embedding{'' if adapter.embedding_slice is None else ' part'} adapter "
+                           f"{adapter.id} reads from {bundle.ref} pools its last feature map (as a plain, "
+                           "L2-normalised or weighted mean), so its gradient with respect to that map has no closed "
+                           "form here")
     probabilities = adapter.classify(embedding[None])[0]
     predicted = int(np.argmax(probabilities))
     target_index = adapter.classes.index(target) if target is not None else predicted
-    grad = adapter.scorer.logit_gradient(embedding[None], np.asarray([target_index]))[0]
-    heatmap = await asyncio.to_thread(head_gradcam, features, feature_gradient(grad, features, part),
+    grad = np.zeros(embedding.shape[0])
+    grad[start:stop] = adapter.scorer.logit_gradient(adapter.view(embedding[None]), np.asarray([target_index]))[0]
+    heatmap = await asyncio.to_thread(head_gradcam, features, feature_gradient(grad, features, blocks, weights),
                                       tuple(bundle.input_size))
     flags, nearest = adapter.outside(embedding[None])
-    start, stop, how = part
-    whole = start == 0 and stop == embedding.shape[0]
-    explained = {"embedding_slice": [start, stop], "embedding_dim": int(embedding.shape[0]),
-                 "pooling": "mean" if how == "mean" else "L2-normalised mean",
+    names = {"mean": "mean", "l2_mean": "L2-normalised mean", "l2_weighted_mean": "L2-normalised weighted mean"}
+    whole = len(blocks) == 1 and blocks[0][:2] == (0, embedding.shape[0])
+    spans = ", ".join(f"embedding[{a}:{b}]" for a, b, _ in blocks)
+    explained = {"embedding_slice": list(blocks[0][:2]),  # the first; every one in embedding_slices
+                 "embedding_slices": [list(b[:2]) for b in blocks], "embedding_dim": int(embedding.shape[0]),
+                 "pooling": " + ".join(names[how] for _, _, how in blocks),
                  "note": "the whole embedding is the spatial mean of the last feature map" if whole else
-                 f"only embedding[{start}:{stop}], pooled from the last feature map, is explained; the rest of "
-                 "the embedding (other stages) is held fixed"}
+                 f"only {spans}, pooled from the last feature map, is explained; the rest of the embedding "
+                 "(other stages, or the part the adapter does not read) is held fixed"}
+    if adapter.embedding_part is not None:
+        explained["embedding_part"] = adapter.embedding_part
     described = {k: v for k, v in bundle.manifest.get("embedding", {}).items() if k in ("stages", "pooling")}
     if described:  # what the manifest says the embedding is built from, when it says
         explained["manifest"] = described

@@ -170,6 +170,10 @@ class AdapterInfo(Answer):
     loo_accuracy: float | None = Field(description="leave-one-out accuracy on the support set")
     created_at: str
     head: str | None = Field(None, description="how it classifies (prototype: nearest class mean)")
+    embedding_part: str | None = Field(None, description=(
+        "the named part of the bundle's embedding it reads, chosen on the support set (embedding.parts of its "
+        "manifest); null: all of it"))
+    embedding_slice: list[int] | None = Field(None, description="[start, stop) of that part in the embedding")
 
 
 class SupportRescaled(Rescaled):

@@ -41,6 +41,7 @@ class Bundle:
     temperature: float
     embedding_distance: str
     embedding_temperature: float
+    embedding_parts: dict[str, list[int]]  # named slices of the embedding an adapter may read alone
     graphs: dict[str, dict[str, Any]]  # the graphs of the bundle's task (contract TASKS)
     manifest: dict[str, Any] = field(repr=False)  # manifest.json as written
     spec: Manifest | None = field(default=None, repr=False, compare=False)  # the same, typed
@@ -74,7 +75,7 @@ def load_bundle(path: Path) -> Bundle:
         preprocessing=Preprocessing(tuple(pre.resize or m.input_size), pre.interpolation, float(pre.scale),
                                     tuple(pre.mean), tuple(pre.std)),
         temperature=float(m.temperature), embedding_distance=m.embedding.distance,
-        embedding_temperature=float(m.embedding.temperature),
+        embedding_temperature=float(m.embedding.temperature), embedding_parts=dict(m.embedding.parts or {}),
         # A format-1 embedding bundle may carry a gradcam.onnx: not part of its task, so never opened.
         graphs={k: g.model_dump(mode="json", exclude_none=True) for k, g in m.served_graphs().items()},
         manifest=valid.raw, spec=m,

@@ -596,36 +596,56 @@ def out_of_support(head: Head, threshold: float, embeddings: np.ndarray) -> tupl
 # --- Grad-CAM for an adapter, from model.onnx's outputs
 
 
-def embedding_part(embedding: np.ndarray, features: np.ndarray, *, atol: float = 1e-4) -> tuple[int, int, str] | None:
-    """Where the spatial mean of `features` (C, h, w) sits in `embedding` (D,): (start, stop, how).
+def embedding_blocks(embedding: np.ndarray, features: np.ndarray, weights: np.ndarray | None = None, *,
+                     atol: float = 1e-4) -> list[tuple[int, int, str]]:
+    """Every block of `embedding` (D,) that pools `features` (C, h, w): [(start, stop, how)], in order.
 
-    `how` is "mean" (the block is the mean) or "l2_mean" (the block is the L2-normalised mean, as in a
-    concatenation of normalised pooled stages). None when no block of the embedding is either.
+    `how` is "mean" (the block is the spatial mean), "l2_mean" (its L2-normalised mean, as in a concatenation of
+    normalised pooled stages) or, given pooling `weights` (h, w), "l2_weighted_mean" (the L2-normalised mean
+    weighted by them, as a taught pooling attention makes it). [] when no block is any of them.
     """
+    c, d = features.shape[0], embedding.shape[0]
     mean = features.astype(np.float64).mean(axis=(1, 2))
-    c, d = mean.shape[0], embedding.shape[0]
-    unit = mean / max(float(np.linalg.norm(mean)), 1e-12)
+    pooled = {"mean": mean, "l2_mean": l2_normalise(mean)}
+    if weights is not None:
+        pooled["l2_weighted_mean"] = l2_normalise(_weighted_mean(features, weights))
     scale = max(float(np.abs(mean).max()), 1e-6)
-    # the last block first: later stages are appended after earlier ones
-    for start in [d - c, *range(0, d - c)] if d >= c else []:
+    found, start = [], 0
+    while start <= d - c:
         block = embedding[start : start + c].astype(np.float64)
-        if np.allclose(block, mean, rtol=1e-3, atol=atol * scale):
-            return start, start + c, "mean"
-        if np.allclose(block, unit, rtol=1e-3, atol=atol):
-            return start, start + c, "l2_mean"
-    return None
+        how = next((how for how, v in pooled.items()
+                    if np.allclose(block, v, rtol=1e-3, atol=atol * (scale if how == "mean" else 1.0))), None)
+        if how is None:
+            start += 1
+            continue
+        found.append((start, start + c, how))
+        start += c
+    return found
 
 
-def feature_gradient(grad_embedding: np.ndarray, features: np.ndarray, part: tuple[int, int, str]) -> np.ndarray:
-    """d score / d mean(features) (C,) from d score / d embedding (D,), through the block `part`."""
-    start, stop, how = part
-    g = grad_embedding[start:stop].astype(np.float64)
-    if how == "l2_mean":
-        mean = features.astype(np.float64).mean(axis=(1, 2))
-        norm = max(float(np.linalg.norm(mean)), 1e-12)
-        unit = mean / norm
-        g = (g - (g @ unit) * unit) / norm
-    return g
+def _weighted_mean(features: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    w = weights.astype(np.float64)
+    return np.tensordot(features.astype(np.float64), w, axes=([1, 2], [0, 1])) / max(float(w.sum()), 1e-12)
+
+
+def feature_gradient(grad_embedding: np.ndarray, features: np.ndarray, blocks: list[tuple[int, int, str]],
+                     weights: np.ndarray | None = None) -> np.ndarray:
+    """d score / d features (C, h, w) averaged over positions, times h*w (C,): the sum over `blocks` of d score /
+    d pooled vector, from d score / d embedding (D,).
+
+    Each position's gradient through a block is that vector times the position's share of the pooling (1 / (h*w)
+    for a mean, w_ij / sum(w) weighted), so its average over positions is the vector / (h*w) either way."""
+    total = np.zeros(features.shape[0], dtype=np.float64)
+    for start, stop, how in blocks:
+        g = grad_embedding[start:stop].astype(np.float64)
+        if how != "mean":  # through the L2 normalisation of the pooled vector
+            pooled = features.astype(np.float64).mean(axis=(1, 2)) if how == "l2_mean" else \
+                _weighted_mean(features, weights)
+            norm = max(float(np.linalg.norm(pooled)), 1e-12)
+            unit = pooled / norm
+            g = (g - (g @ unit) * unit) / norm
+        total += g
+    return total
 
 
 def gradcam(features: np.ndarray, grad_mean: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -60,7 +60,7 @@ async def adapt(
         new_adapter, name=name, model=loaded.bundle.name, version=loaded.bundle.version, embeddings=embeddings,
         labels=rows, groups=groups, distance=loaded.bundle.embedding_distance,
         temperature=loaded.bundle.embedding_temperature, augmentation=None if augment == "none" else augment,
-        bundle_sha256=inference.model_sha256(loaded.bundle), head=head)
+        bundle_sha256=inference.model_sha256(loaded.bundle), head=head, parts=loaded.bundle.embedding_parts)
     await asyncio.to_thread(adapters.save, adapter)
     metrics.adapters.set(len(adapters))
     if rescaled is not None:  # only with mpp: what was done to each support image, in upload order

@@ -9,7 +9,7 @@ import pytest
 from bench import adapter_oos
 from service.settings import REPO_ROOT
 
-EMBEDDING = REPO_ROOT / "model_store" / "fewshot_dual_attention_lite0" / "1"
+EMBEDDING = REPO_ROOT / "model_store" / "fewshot_taught_attention_lite2" / "1"
 
 
 @pytest.mark.parametrize("augment", ["none", "dihedral"])

@@ -146,7 +146,7 @@ def test_format_header_and_newer_formats(tmp_path):
         header = json.loads(data["header"].tobytes().decode())
         meta = json.loads(data["meta"].tobytes().decode())
         names = set(data.files)
-    assert header == {"format": ADAPTER_FORMAT, "head": current.head}
+    assert header == {"format": 2, "head": current.head}  # the whole embedding: still readable by format-2 servers
     assert "head" not in meta and meta["selection"]["chosen"] == current.head
     assert names == {"meta", "header", "prototypes", *(f"head.{k}" for k in current.head_arrays)}
     _rewrite(d / f"{newer.id}.npz", header=np.frombuffer(
@@ -197,3 +197,61 @@ def test_head_arrays_that_do_not_fit_are_refused(tmp_path):
     fresh = FileAdapterStore(tmp_path)
     skipped = fresh.load()
     assert fresh.all() == [] and "weights" in skipped[0][1]
+
+
+def _two_part_support(shots=4, seed=5):
+    """Embeddings of 6 values: the first 3 separate the classes, the last 3 are noise."""
+    rng = np.random.default_rng(seed)
+    y = np.repeat([0, 1, 2], shots)
+    signal = np.eye(3)[y] * 3.0 + rng.normal(scale=0.3, size=(len(y), 3))
+    return np.hstack([signal, rng.normal(scale=4.0, size=(len(y), 3))]).astype(np.float32), [str(k) for k in y]
+
+
+def test_the_embedding_part_with_the_better_leave_one_out_accuracy_is_chosen_and_used(tmp_path):
+    emb, labels = _two_part_support()
+    parts = {"signal": [0, 3], "noise": [3, 6]}
+    a = new_adapter(name=None, model="m", version=1, embeddings=emb, labels=labels, distance="squared_euclidean",
+                    temperature=1.0, parts=parts)
+    assert a.embedding_part == "signal" and a.embedding_slice == [0, 3] and a.scorer.dim == 3
+    record = a.selection["embedding_part"]
+    assert record["chosen"] == "signal" and set(record["accuracy"]) == {"whole", "signal", "noise"}
+    assert record["accuracy"]["signal"] == 1.0 > record["accuracy"]["noise"]
+    # only the chosen columns count: changing the others changes nothing
+    q = emb[:3].copy()
+    moved = q.copy()
+    moved[:, 3:] += 100.0
+    np.testing.assert_allclose(a.classify(q), a.classify(moved))
+    assert a.outside(q)[1] == a.outside(moved)[1]
+    # format 3 on disk, read back the same
+    store = FileAdapterStore(tmp_path)
+    store.load()
+    store.save(a)
+    with np.load(tmp_path / "adapters" / f"{a.id}.npz", allow_pickle=False) as data:
+        assert json.loads(data["header"].tobytes().decode())["format"] == ADAPTER_FORMAT == 3
+    fresh = FileAdapterStore(tmp_path)
+    assert fresh.load() == [] and fresh.get(a.id).meta() == a.meta()
+    np.testing.assert_allclose(fresh.get(a.id).classify(moved), a.classify(q))
+
+
+def test_one_shot_per_class_keeps_the_whole_embedding_and_says_why():
+    emb, labels = _two_part_support(shots=1)
+    a = new_adapter(name=None, model="m", version=1, embeddings=emb, labels=labels, distance="squared_euclidean",
+                    temperature=1.0, parts={"signal": [0, 3], "noise": [3, 6]})
+    assert a.embedding_part is None and a.embedding_slice is None and a.scorer.dim == 6
+    assert a.selection["embedding_part"]["chosen"] == "whole" and "one shot" in a.selection["embedding_part"]["why"]
+
+
+def test_an_embedding_part_that_does_not_fit_its_head_is_refused(tmp_path):
+    emb, labels = _two_part_support()
+    a = new_adapter(name=None, model="m", version=1, embeddings=emb, labels=labels, distance="squared_euclidean",
+                    temperature=1.0, parts={"signal": [0, 3]})
+    store = FileAdapterStore(tmp_path)
+    store.load()
+    store.save(a)
+    path = tmp_path / "adapters" / f"{a.id}.npz"
+    meta = {**a.meta(), "embedding_slice": [0, 4]}
+    meta.pop("head")
+    _rewrite(path, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8))
+    fresh = FileAdapterStore(tmp_path)
+    skipped = fresh.load()
+    assert fresh.all() == [] and "embedding part" in skipped[0][1]

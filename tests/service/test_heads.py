@@ -14,7 +14,7 @@ from service.adapters.heads import (
     Head,
     cross_validate,
     distances,
-    embedding_part,
+    embedding_blocks,
     feature_gradient,
     fit_head,
     fit_logistic,
@@ -298,9 +298,9 @@ def test_gradcam_of_a_mean_pooled_embedding_matches_finite_differences(kind):
     features = rng.normal(size=(c, hh, ww)) + 0.5
     embedding = features.mean(axis=(1, 2))
     target = 1
-    part = embedding_part(embedding, features)
-    assert part == (0, c, "mean")
-    grad_mean = feature_gradient(head.logit_gradient(embedding[None], np.array([target]))[0], features, part)
+    blocks = embedding_blocks(embedding, features)
+    assert blocks == [(0, c, "mean")]
+    grad_mean = feature_gradient(head.logit_gradient(embedding[None], np.array([target]))[0], features, blocks)
     numeric = _numeric_channel_weights(lambda f: head.logits(f.mean(axis=(1, 2))[None])[0, target], features)
     np.testing.assert_allclose(grad_mean / (hh * ww), numeric, rtol=1e-4, atol=1e-7)
     cam = gradcam(features, grad_mean, (12, 16))
@@ -320,13 +320,36 @@ def test_gradcam_uses_only_the_last_stage_of_a_multi_stage_embedding():
     support = rng.normal(size=(6, 7))
     head = fit_head(COSINE, support, np.repeat([0, 1], 3), 2)
     embedding = embed(features)
-    part = embedding_part(embedding, features)
-    assert part == (3, 7, "l2_mean")
-    grad_mean = feature_gradient(head.logit_gradient(embedding[None], np.array([0]))[0], features, part)
+    blocks = embedding_blocks(embedding, features)
+    assert blocks == [(3, 7, "l2_mean")]
+    grad_mean = feature_gradient(head.logit_gradient(embedding[None], np.array([0]))[0], features, blocks)
     numeric = _numeric_channel_weights(lambda f: head.logits(embed(f)[None])[0, 0], features)
     np.testing.assert_allclose(grad_mean / 4, numeric, rtol=1e-4, atol=1e-7)
     # an embedding that is neither the mean nor its normalised block is not explained
-    assert embedding_part(embedding * 2.0 + 1.0, features) is None
+    assert embedding_blocks(embedding * 2.0 + 1.0, features) == []
+
+
+def test_gradcam_through_weighted_and_plain_blocks_of_the_same_map_matches_finite_differences():
+    # embedding = [l2(weighted mean of the last map), l2(mean of an earlier stage), l2(mean of the last map)]: a taught
+    # pooling attention's half and the plain half, both read by the head, both depending on `features`
+    rng = np.random.default_rng(12)
+    earlier = rng.normal(size=3)
+    features = rng.normal(size=(4, 3, 2)) + 0.3
+    weights = rng.uniform(0.01, 1.0, size=(3, 2))
+
+    def embed(f):
+        weighted = np.tensordot(f, weights, axes=([1, 2], [0, 1])) / weights.sum()
+        return np.concatenate([_unit(weighted), _unit(earlier), _unit(f.mean(axis=(1, 2)))])
+
+    support = rng.normal(size=(6, 11))
+    head = fit_head(COSINE, support, np.repeat([0, 1], 3), 2)
+    embedding = embed(features)
+    blocks = embedding_blocks(embedding, features, weights)
+    assert blocks == [(0, 4, "l2_weighted_mean"), (7, 11, "l2_mean")]
+    assert embedding_blocks(embedding, features) == [(7, 11, "l2_mean")]  # without the weights, one block
+    grad_mean = feature_gradient(head.logit_gradient(embedding[None], np.array([1]))[0], features, blocks, weights)
+    numeric = _numeric_channel_weights(lambda f: head.logits(embed(f)[None])[0, 1], features)
+    np.testing.assert_allclose(grad_mean / 6, numeric, rtol=1e-4, atol=1e-7)
 
 
 def test_bilinear_upsampling_uses_half_pixel_centres():

@@ -7,7 +7,7 @@ from fastapi.testclient import TestClient
 
 from service.adapters import HEADS, distances, softmax_neg
 from service.adapters.heads import select_head
-from tests.service.conftest import png, random_rgb, reference_embeddings
+from tests.service.conftest import make_app, png, random_rgb, reference_embeddings
 
 KEY = "k" * 20 + "-secret"
 
@@ -278,7 +278,7 @@ def test_an_adapter_file_in_the_old_format_still_serves(app_factory, bundles, tm
 
 
 def test_gradcam_of_an_adapter_matches_autograd(app_factory, bundles):
-    torch = pytest.importorskip("torch")
+    pytest.importorskip("torch")
     import base64
     import io
 
@@ -306,17 +306,78 @@ def test_gradcam_of_an_adapter_matches_autograd(app_factory, bundles):
                              data={"adapter": made["id"]}, headers={"Accept": "image/png"})
         assert png_overlay.status_code == 200 and png_overlay.headers["content-type"] == "image/png"
 
-    # reference: autograd through the eager network, the cosine head written out in torch
+    proto = stored.head_arrays["prototypes"][1].astype(np.float32)
+    np.testing.assert_allclose(got, _autograd_cosine_cam(net, query, proto, (32, 32)), atol=1.5 / 255)
+
+
+def _autograd_cosine_cam(net, query: np.ndarray, proto: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The reference: Grad-CAM by autograd through the eager network, the cosine head written out in torch."""
+    import torch
+
     mean = np.asarray(net.pretrained_cfg["mean"], dtype=np.float32)
     std = np.asarray(net.pretrained_cfg["std"], dtype=np.float32)
     x = torch.from_numpy(((query.astype(np.float32) / 255.0 - mean) / std).transpose(2, 0, 1)[None].copy())
     features = net.features(x).detach().requires_grad_(True)
     e = features.mean(dim=(2, 3))[0]
-    proto = torch.from_numpy(stored.head_arrays["prototypes"][1].astype(np.float32))
-    score = 10.0 * (e / e.norm()) @ proto
+    score = 10.0 * (e / e.norm()) @ torch.from_numpy(proto)
     (grad,) = torch.autograd.grad(score, features)
     weights = grad.mean(dim=(2, 3), keepdim=True)
     cam = torch.relu((weights * features).sum(1, keepdim=True))
-    cam = torch.nn.functional.interpolate(cam, size=(32, 32), mode="bilinear", align_corners=False)[0, 0]
+    cam = torch.nn.functional.interpolate(cam, size=size, mode="bilinear", align_corners=False)[0, 0]
+    return ((cam - cam.min()) / (cam.max() - cam.min())).detach().numpy()
+
+
+@pytest.mark.slow
+def test_gradcam_of_an_adapter_on_a_taught_attention_embedding_matches_autograd(tmp_path):
+    """An embedding with a taught pooling attention holds the last map twice, weighted and plain (two parts); the
+    bundle's pool_weights let the service differentiate through the weighted block: its map equals autograd's."""
+    torch = pytest.importorskip("torch")
+    import base64
+    import io
+
+    from PIL import Image
+
+    from models import create_model
+    from models.efficientnet_lite import imagenet_state_dict
+    from models.layers import weighted_avg
+    from training.export import export_bundle
+
+    torch.manual_seed(0)
+    net = create_model("efficientnet_lite0", embed_stages=(4,), pool_attn_stages=(3, 4), pool_attn_power=2.0,
+                       pool_attn_keep_mean=True).eval()
+    net.load_state_dict(imagenet_state_dict("lite0"), strict=False)
+    with torch.no_grad():
+        net.pool_attn.conv2.weight.normal_(0, 3.0)  # weights far from uniform, as a taught attention's are
+    export_bundle(net, tmp_path / "store", "taught_emb", classes=["a", "b"], task="embedding", input_size=(64, 64))
+    arrays, labels = _support()
+    query = random_rgb(11, size=64)
+    with TestClient(make_app(tmp_path / "store", tmp_path / "state", max_wait_ms=2.0)) as c:
+        made = _post_adapt(c, arrays, labels, head="cosine").json()
+        # every part separates flat colours perfectly: the tie goes to the first part, the attention's
+        assert made["embedding_part"] == "taught_attention" and made["embedding_slice"] == [0, 112 + 1280]
+        r = c.post("/gradcam", files={"file": ("q.png", png(query), "image/png")},
+                   data={"adapter": made["id"], "target": "stroma"})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        proto = c.app.state.adapters.get(made["id"]).head_arrays["prototypes"][1].astype(np.float32)
+    half = 112 + 1280
+    assert body["explained"]["embedding_slices"] == [[112, half]] and body["explained"]["embedding_part"] == (
+        "taught_attention")
+    assert body["explained"]["pooling"] == "L2-normalised weighted mean"
+    got = np.asarray(Image.open(io.BytesIO(base64.b64decode(body["heatmap_png"]))), dtype=np.float32) / 255
+
+    # reference: autograd through the eager network; both blocks of the last map as functions of it
+    mean = np.asarray(net.pretrained_cfg["mean"], dtype=np.float32)
+    std = np.asarray(net.pretrained_cfg["std"], dtype=np.float32)
+    x = torch.from_numpy(((query.astype(np.float32) / 255.0 - mean) / std).transpose(2, 0, 1)[None].copy())
+    with torch.no_grad():
+        fixed, weights = net.embed(x)[0], net.pool_weights(x)
+    features = net.features(x).detach().requires_grad_(True)
+    unit = torch.nn.functional.normalize
+    e = torch.cat([fixed[:112], unit(weighted_avg(features, weights), dim=1)[0]])  # the part the adapter reads
+    score = 10.0 * (e / e.norm()) @ torch.from_numpy(proto)
+    (grad,) = torch.autograd.grad(score, features)
+    cam = torch.relu((grad.mean(dim=(2, 3), keepdim=True) * features).sum(1, keepdim=True))
+    cam = torch.nn.functional.interpolate(cam, size=(64, 64), mode="bilinear", align_corners=False)[0, 0]
     cam = ((cam - cam.min()) / (cam.max() - cam.min())).detach().numpy()
     np.testing.assert_allclose(got, cam, atol=1.5 / 255)
