@@ -441,3 +441,29 @@ kill %1 %2
 yes > /dev/null & yes > /dev/null &
 .venv/bin/python -m pytest -q -p no:cacheprovider
 kill %1 %2
+
+# ---- Round 15 (issue 14): the /adapt embedding pools with a spatial attention taught by EBHI-Seg's masks
+# (training/configs/fewshot_taught_attention_lite2.json; frozen ImageNet Lite2, only the attention head learns, from the
+# training classes' masks). The recipe, its plain-mean twin and the 5-way EBHI-Seg -> BreakHis direction:
+bash results/fewshot_taught_attention.sh
+for run in runs/fs_lite0/both/{taught_attention_lite2,frozen_imagenet_lite2_stages2345} runs/fs_lite0/ebhi/taught_attention_lite2_5way; do
+    dest=results/fewshot/lite0/$(basename $(dirname $run))/$(basename $run)
+    mkdir -p $dest && cp $run/{config.json,eval.json,eval.md,log.jsonl} $dest/
+done
+R=results/fewshot/lite0
+$T fewshot-eval --reuse --run $R/both/{frozen_imagenet_lite2,dual_attention_lite2,frozen_imagenet_lite2_stages2345,taught_attention_lite2} \
+    --table $R/taught_attention
+$T fewshot-eval --reuse --run $R/ebhi/{frozen_imagenet_5way,frozen_imagenet_lite2_5way,dual_attention_5way,taught_attention_lite2_5way} \
+    --table $R/ebhi_to_breakhis
+# The new /adapt default: the run exported with the plain means kept beside the attention's (embedding.parts: /adapt
+# chooses per support set), its float16 copy in the store (fewshot_dual_attention_lite0/1 removed for room)
+$T fewshot-export --run runs/fs_lite0/both/taught_attention_lite2 --store runs/fs_lite0/store --name fewshot_taught_attention_lite2 \
+    --set backbone_args.pool_attn_keep_mean=true
+.venv/bin/python -m bench.fp16 runs/fs_lite0/store/fewshot_taught_attention_lite2/1 --store model_store --images 64
+# Through /adapt's heads and part choice: the same 100 episodes as every adapter-oos file; 5-way BreakHis subtypes
+# (another organ; patient-disjoint), beside round 9's default (which was meta-trained on those subtypes); 600
+# episodes at 5 shots; the dihedral support augmentation
+bash results/adapter_oos_taught_attention.sh
+# The serving benchmark with the new /adapt default (bench/results/20261207T181602Z.md; /adapt 0.951x raw decode + embed)
+OPENBLAS_NUM_THREADS=1 .venv/bin/python -m bench --provider cpu --model ebhi_cbam_efficientnet_lite2 \
+    --adapt-model fewshot_taught_attention_lite2

@@ -610,16 +610,17 @@ def embedding_blocks(embedding: np.ndarray, features: np.ndarray, weights: np.nd
     if weights is not None:
         pooled["l2_weighted_mean"] = l2_normalise(_weighted_mean(features, weights))
     scale = max(float(np.abs(mean).max()), 1e-6)
-    found, start = [], 0
-    while start <= d - c:
-        block = embedding[start : start + c].astype(np.float64)
-        how = next((how for how, v in pooled.items()
-                    if np.allclose(block, v, rtol=1e-3, atol=atol * (scale if how == "mean" else 1.0))), None)
-        if how is None:
-            start += 1
-            continue
-        found.append((start, start + c, how))
-        start += c
+    e = embedding.astype(np.float64)
+    tol = {how: atol * (scale if how == "mean" else 1.0) for how in pooled}
+    # offsets whose first value fits, then the whole block: a few comparisons instead of one per offset
+    hits = sorted((int(start), how) for how, v in pooled.items()
+                  for start in np.flatnonzero(np.isclose(e[: max(d - c + 1, 0)], v[0], rtol=1e-3, atol=tol[how]))
+                  if np.allclose(e[start : start + c], v, rtol=1e-3, atol=tol[how]))
+    found, end = [], 0
+    for start, how in hits:  # in order, never overlapping
+        if start >= end:
+            found.append((start, start + c, how))
+            end = start + c
     return found
 
 

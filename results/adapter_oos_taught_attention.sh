@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Round 15 (issue 14): /adapt's heads and part choice on the taught-attention default, in-process (bench.adapter_oos).
+# Run from the repo root with ../shared/data beside it: bash results/adapter_oos_taught_attention.sh
+set -euo pipefail
+M=model_store/fewshot_taught_attention_lite2/1
+O=model_store/fewshot_dual_attention_lite2/1
+export OPENBLAS_NUM_THREADS=1
+P=".venv/bin/python -m bench.adapter_oos"
+$P --model $M --episodes 100 --shots 1 5 10 > bench/results/adapter-oos-fewshot_taught_attention_lite2-1.jsonl
+$P --model $M --episodes 100 --shots 1 5 --task breakhis_subtypes > bench/results/adapter-oos-fewshot_taught_attention_lite2-1-breakhis.jsonl
+$P --model $O --episodes 100 --shots 1 5 --task breakhis_subtypes > bench/results/adapter-oos-fewshot_dual_attention_lite2-1-breakhis.jsonl
+$P --model $M --episodes 600 --shots 5 > bench/results/adapter-oos-fewshot_taught_attention_lite2-1-600.jsonl
+$P --model $M --episodes 100 --shots 1 5 --augment dihedral > bench/results/adapter-oos-fewshot_taught_attention_lite2-1-dihedral.jsonl
