@@ -3,7 +3,8 @@
 The backbone stays as it is: its maps under the attention are computed once, and only the small attention
 head learns, by binary cross-entropy against each mask's coverage of the attention's grid cells. Maps and
 masks turn together through the 8 symmetries of the square (tissue has no orientation), a fresh one per
-batch. The masks come from the training classes only; the classes a few-shot test holds out are never read.
+batch. The masks come from the training classes only; those of the classes a few-shot test holds out never
+teach it (`attention_iou` may score it on them afterwards).
 """
 from __future__ import annotations
 
