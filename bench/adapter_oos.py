@@ -12,7 +12,8 @@ breakhis (breast tissue: another organ and lab), glass (near-white images with s
 queries under a Gaussian blur of radius 8 px at 224 px scale). `--task breakhis_subtypes`: 5-way on the
 BreakHis subtypes with several patients (ductal, fibroadenoma, mucinous, papillary, tubular adenoma), support
 and queries from different patients (numeric root of the id): another organ than the embedding was taught on;
-its kinds are own, breakhis_other (adenosis, lobular carcinoma, phyllodes tumour), ebhi, glass and blur. Prints one JSON line per shot count: the query accuracy of
+its kinds are own, breakhis_other (adenosis, lobular carcinoma, phyllodes tumour), ebhi, glass and blur.
+Prints one JSON line per shot count: the query accuracy of
 the head /adapt chooses (auto) and of each head forced, and the flag rates. `--augment dihedral` builds
 the adapters as /adapt does with `augment=dihedral`: each support image's 8 rotations/flips as shots;
 `--tta dihedral` classifies each query as /classify does with an adapter and `tta=dihedral`: the mean of the
@@ -22,13 +23,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFilter
 
+from bundle.datasets import group_of
 from service.adapters import HEADS, new_adapter
 from service.imaging import preprocess
 from service.inference import DIHEDRAL
@@ -42,19 +43,22 @@ SUBTYPES = ("ductal_carcinoma", "fibroadenoma", "mucinous_carcinoma", "papillary
 SINGLE_PATIENT = ("adenosis", "lobular_carcinoma", "phyllodes_tumor")
 
 
-def _specimen(path: Path) -> str:
-    return path.name.split("-", 1)[0]
+# task -> (dataset, the adapter's classes, same-organ other classes' kind and classes, other organ's kind and dataset)
+TASKS = {"ebhi_unseen": ("ebhi_seg", UNSEEN, ("ebhi_other", OTHER), ("breakhis", "breakhis_200x")),
+         "breakhis_subtypes": ("breakhis_200x", SUBTYPES, ("breakhis_other", SINGLE_PATIENT), ("ebhi", "ebhi_seg"))}
 
 
-def _patient(path: Path) -> str:
-    """BreakHis: the numeric root of the patient id (18842 and 18842D may be one person)."""
-    return re.sub(r"\D+$", "", path.name.split("_")[1])
-
-
-# task -> (dataset, the adapter's classes, group of a file, same-organ other classes' kind and classes, other organ)
-TASKS = {"ebhi_unseen": ("ebhi_seg", UNSEEN, _specimen, ("ebhi_other", OTHER), ("breakhis", "breakhis_200x")),
-         "breakhis_subtypes": ("breakhis_200x", SUBTYPES, _patient, ("breakhis_other", SINGLE_PATIENT),
-                               ("ebhi", "ebhi_seg"))}
+def _fit_and_score(bundle, *, support: np.ndarray, labels: list[str], groups: list[int], q_views: np.ndarray,
+                   truth: list[str], cut: slice = slice(None), **options):
+    """An adapter on support[:, cut], as /adapt builds it, and its accuracy on the queries (queries, views, D):
+    the class of each query's probabilities averaged over its views."""
+    fitted = new_adapter(name=None, model=bundle.name, version=bundle.version, embeddings=support[:, cut],
+                         labels=labels, groups=groups, distance=bundle.embedding_distance,
+                         temperature=bundle.embedding_temperature, **options)
+    views = q_views[..., cut]
+    probs = fitted.classify(views.reshape(-1, views.shape[-1])).reshape(*views.shape[:2], -1)
+    predicted = np.asarray(fitted.classes)[probs.mean(axis=1).argmax(1)]
+    return fitted, float((predicted == np.asarray(truth)).mean())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         paths = sorted(folder.glob("*.png"))
         return [paths[i] for i in np.linspace(0, len(paths) - 1, min(n, len(paths))).astype(int)]
 
-    dataset, classes, group_of, (same_organ, same_organ_classes), (other_organ, other_dataset) = TASKS[args.task]
+    dataset, classes, (same_organ, same_organ_classes), (other_organ, other_dataset) = TASKS[args.task]
     own_paths = {c: pick(args.data / dataset / c, args.per_class) for c in classes}
     own = {c: embed(read(ps)) for c, ps in own_paths.items()}
     views = DIHEDRAL if args.augment == "dihedral" else (None,)
@@ -114,17 +118,17 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(args.episodes):
             support, labels, groups, queries, query_sets, truth, blurred = [], [], [], [], [], [], []
             for c in classes:
-                specimens = sorted({group_of(q) for q in own_paths[c]})
+                specimens = sorted({group_of(q.name, dataset) for q in own_paths[c]})
                 order = rng.permutation(len(specimens))
                 used: set[str] = set()
                 idx: list[int] = []
                 for j in order:  # whole specimens into the support until it has its shots
-                    rows = [i for i, q in enumerate(own_paths[c]) if group_of(q) == specimens[j]]
+                    rows = [i for i, q in enumerate(own_paths[c]) if group_of(q.name, dataset) == specimens[j]]
                     idx += rows[: shots - len(idx)]
                     used.add(specimens[j])
                     if len(idx) >= shots:
                         break
-                rest = [i for i, q in enumerate(own_paths[c]) if group_of(q) not in used]
+                rest = [i for i, q in enumerate(own_paths[c]) if group_of(q.name, dataset) not in used]
                 support.append(own_views[c][idx].reshape(len(idx) * len(views), -1))
                 groups += [len(groups) // len(views) + g for g in range(len(idx)) for _ in views]
                 labels += [c] * (len(idx) * len(views))
@@ -134,25 +138,17 @@ def main(argv: list[str] | None = None) -> int:
                 blurred.append(blur[c][rest])
             q, support_emb = np.concatenate(queries), np.concatenate(support)
             q_views = np.concatenate(query_sets)  # (queries, views, D)
+            scored = {"support": support_emb, "labels": labels, "groups": groups, "q_views": q_views, "truth": truth}
+            augmentation = None if args.augment == "none" else args.augment
             for head in ("auto", *HEADS):
-                fitted = new_adapter(name=None, model=bundle.name, version=bundle.version, embeddings=support_emb,
-                                     labels=labels, groups=groups, head=head, distance=bundle.embedding_distance,
-                                     temperature=bundle.embedding_temperature, parts=bundle.embedding_parts,
-                                     augmentation=None if args.augment == "none" else args.augment)
-                probs = fitted.classify(q_views.reshape(-1, q_views.shape[-1])).reshape(*q_views.shape[:2], -1)
-                predicted = np.asarray(fitted.classes)[probs.mean(axis=1).argmax(1)]
-                (accuracy if head == "auto" else by_head[head]).append(float((predicted == np.asarray(truth)).mean()))
+                fitted, acc = _fit_and_score(bundle, **scored, head=head, parts=bundle.embedding_parts,
+                                             augmentation=augmentation)
+                (accuracy if head == "auto" else by_head[head]).append(acc)
                 if head == "auto":
-                    for name, span in {**bundle.embedding_parts, "whole": None}.items() if bundle.embedding_parts \
-                            else ():  # each part forced, as if it were the whole embedding: what choosing adds
-                        cut = slice(*span) if span else slice(None)
-                        alone = new_adapter(name=None, model=bundle.name, version=bundle.version,
-                                            embeddings=support_emb[:, cut], labels=labels, groups=groups,
-                                            distance=bundle.embedding_distance,
-                                            temperature=bundle.embedding_temperature)
-                        p_alone = alone.classify(q_views[..., cut].reshape(-1, q_views[..., cut].shape[-1]))
-                        guess = np.asarray(alone.classes)[p_alone.reshape(*q_views.shape[:2], -1).mean(axis=1).argmax(1)]
-                        by_part.setdefault(name, []).append(float((guess == np.asarray(truth)).mean()))
+                    # each part forced, as if it were the whole embedding: what choosing between them adds
+                    for name, span in ({**bundle.embedding_parts, "whole": None} if bundle.embedding_parts else {}).items():
+                        by_part.setdefault(name, []).append(
+                            _fit_and_score(bundle, **scored, cut=slice(*span) if span else slice(None))[1])
                     adapter = fitted
                     heads[adapter.head] = heads.get(adapter.head, 0) + 1
                     part = adapter.embedding_part or "whole"
