@@ -253,8 +253,8 @@ class EfficientNetLite(Network):
         """The taught pooling attention's weights on the grid of features() (B, 1, h, w): with them, the
         embedding's weighted blocks of the last map follow from features() alone (an adapter's Grad-CAM)."""
         stages = dict(self._stages(x))
-        last = self._features(stages)[1]
-        return F.interpolate(self._pool_weights(stages), size=last.shape[-2:], mode="bilinear", align_corners=False)
+        grid = stages[len(LITE_STAGES) - 1].shape[-2:]  # the head conv is 1x1: the last stage's grid
+        return F.interpolate(self._pool_weights(stages), size=grid, mode="bilinear", align_corners=False)
 
     def _features(self, stages: dict[int, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """features() from the stage maps, and the head conv's map alone."""
