@@ -392,6 +392,8 @@ async function onAdapt(event) {
       $("#adapt-result").replaceChildren(el("div", { class: "adapter-card" },
         el("p", {}, "Created adapter ", el("strong", { text: a.name || a.id }), ` (id ${a.id}) on ${a.model} v${a.version}.`),
         el("p", {}, "Leave-one-out accuracy on the examples: ", el("strong", { class: "loo", text: loo })),
+        el("p", { class: "reads", text: `Classifies with the ${a.head} head on ${a.embedding_part
+          ? `the ${a.embedding_part} part of the embedding (chosen on these examples)` : "the whole embedding"}.` }),
         el("p", { text: `Classes: ${a.classes.map((c) => `${c} (${a.shots[c]})`).join(", ")}` }), use));
       await loadAdapters();
       refreshSelects();

@@ -128,6 +128,7 @@ def test_adapter_is_built_used_listed_and_deleted(page, api, ebhi_dir):
     assert loo.endswith("%") and 0.0 <= float(loo.rstrip("%")) <= 100.0
     (stored,) = [a for a in api.get("/adapters").json()["adapters"] if a["name"] == "browser test"]
     assert stored["shots"] == {"adeno": 3, "normal": 3}
+    assert f"the {stored['head']} head on" in card.find_element(By.CSS_SELECTOR, ".reads").text
     row = wait(page).until(lambda d: d.find_element(By.CSS_SELECTOR, f"#adapters-table tr[data-id='{stored['id']}']"))
     assert "adeno (3), normal (3)" in row.text
     assert f"{100 * stored['loo_accuracy']:.1f}%" in row.text
