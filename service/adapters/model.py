@@ -5,12 +5,12 @@ name, as uint8), `header` (UTF-8 JSON `{"format": 3, "head": "cosine"}`, as uint
 (float32 class means of the support embeddings) and the head's own arrays as `head.<name>` (float32;
 see `heads.Head`). Format 3 adds `embedding_part` and `embedding_slice` (an adapter on one named part of
 its bundle's embedding); an adapter on the whole embedding is still written as format 2, without them, so
-that a replica that predates format 3 keeps reading it. Format 1 files (header `{"format": 1, "head": "prototype"}`, no `head.*` arrays,
-none of the fields added since) and files written before the header existed read as the prototype
-head with no out-of-support threshold. A server that predates the header ignores it and reads the rest;
-one that predates format 2 refuses its files (their meta has fields it does not know); a file with a
-newer format than this server's is refused, never half-read. `encode`/`decode` work on bytes so that
-every backend (file, Redis) stores the same payload.
+that a replica that predates format 3 keeps reading it. Format 1 files (header `{"format": 1, "head":
+"prototype"}`, no `head.*` arrays, none of the fields added since) and files written before the header
+existed read as the prototype head with no out-of-support threshold. A server that predates the header
+ignores it and reads the rest; one that predates format 2 refuses its files (their meta has fields it does
+not know); a file with a newer format than this server's is refused, never half-read. `encode`/`decode`
+work on bytes so that every backend (file, Redis) stores the same payload.
 """
 from __future__ import annotations
 
