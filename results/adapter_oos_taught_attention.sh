@@ -11,3 +11,7 @@ $P --model $M --episodes 100 --shots 1 5 --task breakhis_subtypes > bench/result
 $P --model $O --episodes 100 --shots 1 5 --task breakhis_subtypes > bench/results/adapter-oos-fewshot_dual_attention_lite2-1-breakhis.jsonl
 $P --model $M --episodes 600 --shots 5 > bench/results/adapter-oos-fewshot_taught_attention_lite2-1-600.jsonl
 $P --model $M --episodes 100 --shots 1 5 --augment dihedral > bench/results/adapter-oos-fewshot_taught_attention_lite2-1-dihedral.jsonl
+# robustness of the 5-shot figure: other episodes (seed 1), and every image of the three classes as the pool (queries
+# then weighted toward high-grade IN, 186 images against 76 and 58)
+$P --model $M --episodes 300 --shots 5 --seed 1 > bench/results/adapter-oos-fewshot_taught_attention_lite2-1-seed1.jsonl
+$P --model $M --episodes 300 --shots 5 --per-class 200 > bench/results/adapter-oos-fewshot_taught_attention_lite2-1-allimages.jsonl
