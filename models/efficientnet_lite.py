@@ -193,6 +193,8 @@ class EfficientNetLite(Network):
             strides = {math.prod(st[2] for st in LITE_STAGES[: s + 1]) for s in pool_attn_stages}
             if len(strides) != 1:
                 raise ValueError(f"pool_attn_stages {pool_attn_stages} must share one stride, got {sorted(strides)}")
+            if not embed_stages:  # embed() without stages is the plain mean of features(): nothing to weight
+                raise ValueError("pool_attn_stages weights the maps of embed_stages: give embed_stages too")
             self.pool_attn = TaughtSpatialAttention(sum(self.stage_channels[s] for s in pool_attn_stages),
                                                     hidden=pool_attn_hidden, power=pool_attn_power)
         zero_init_attention(self._attn)

@@ -122,6 +122,8 @@ def test_taught_pooling_attention_weights_every_pooled_map_and_can_keep_the_plai
 def test_pooling_attention_stages_must_share_a_stride():
     with pytest.raises(ValueError, match="one stride"):
         models.create_model("efficientnet_lite0", pool_attn_stages=(2, 3))
+    with pytest.raises(ValueError, match="embed_stages"):  # it would weight nothing
+        models.create_model("efficientnet_lite0", pool_attn_stages=(3, 4))
 
 
 def test_feature_stages_put_pooled_mid_level_maps_beside_the_last():

@@ -22,12 +22,12 @@ from .build import load_checkpoint
 PROTOTYPE_METHODS = {"protonet", "dual_attention"}
 
 
-def _embedding_description(cfg) -> dict:
+def _embedding_description(cfg, net) -> dict:
     """What the `embedding` output is: the mean of the last feature map, or (a backbone with
     `embed_stages`) the L2-normalised means of those stages and of the last map, concatenated; with a
     taught pooling attention (`pool_attn_stages`), means weighted by it."""
     stages = list(cfg.backbone_args.get("embed_stages") or [])
-    taught = list(cfg.backbone_args.get("pool_attn_stages") or [])
+    taught = list(getattr(net, "pool_attn_stages", ()))
     if not stages:
         return {"stages": ["features"], "pooling": "mean",
                 "description": f"spatial mean of the {cfg.backbone} backbone's last feature map"}
@@ -39,11 +39,10 @@ def _embedding_description(cfg) -> dict:
     return {"stages": [f"stage{s}" for s in stages] + ["features"], "pooling": "taught_attention_l2_mean+concat",
             "description": f"{cfg.backbone}: means of stages {stages} and of the last feature map weighted by a "
                            f"spatial attention on stages {taught} (sigmoid ** "
-                           f"{cfg.backbone_args.get('pool_attn_power', 8.0)}) taught by the masks of "
+                           f"{net.pool_attn.power:g}) taught by the masks of "
                            f"{'; '.join(masks)}, each L2-normalised, concatenated in that order"
                            + ("; then the plain spatial means of the same maps, the same way (embedding.parts names "
-                              "the two halves; /adapt chooses per support set)"
-                              if cfg.backbone_args.get("pool_attn_keep_mean") else "")
+                              "the two halves; /adapt chooses per support set)" if net.pool_attn_keep_mean else "")
                            + "; pool_weights are the attention's weights on the grid of `features`"}
 
 
@@ -76,7 +75,7 @@ def export_embedding(run_dir, store, name: str, version: int | None = None, over
         input_size=(cfg.image_size, cfg.image_size), mean=ckpt.get("mean"), std=ckpt.get("std"),
         metrics=metrics, version=version,
         model_args={**dict(ckpt.get("model_args") or {}), **cfg.backbone_args, "num_classes": len(classes)},
-        embedding=_embedding_description(cfg),
+        embedding=_embedding_description(cfg, net),
         extra_manifest={
             "recipe": f"few-shot {cfg.method} on {cfg.backbone} {cfg.backbone_args}, "
                       + (f"pooling attention taught {cfg.attention_epochs} epochs, " if cfg.attention_epochs else "")
